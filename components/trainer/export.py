@@ -1,0 +1,96 @@
+"""The exported SavedModel: Transform's graph + the Siamese model + the calibrated threshold,
+behind three explicit serving signatures.
+
+- `serving_default`: serialized tf.Example (left_image, right_image) -> distance, similarity,
+  match. Evaluator (TFMA) reads this one.
+- `compare`: left_image, right_image (encoded image bytes) -> distance, similarity, match.
+- `embed`: image (encoded bytes) -> embedding.
+
+similarity = sigmoid((threshold - distance) / temperature): 0.5 exactly at the threshold, so a
+0.5 cut on it (TFMA's BinaryAccuracy) is the calibrated decision.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from components import features
+
+keras = tf.keras
+
+TEMPERATURE_FRACTION = 0.1  # of the margin: how steeply similarity falls around the threshold
+
+
+def _pair_outputs(model: keras.Model, left: tf.Tensor, right: tf.Tensor) -> dict[str, tf.Tensor]:
+    transformed = model.tft_layer(
+        {features.LEFT_IMAGE: tf.reshape(left, [-1, 1]),
+         features.RIGHT_IMAGE: tf.reshape(right, [-1, 1])}
+    )
+    distance = model(
+        {features.transformed_name(k): transformed[features.transformed_name(k)]
+         for k in features.IMAGE_KEYS}
+    )
+    distance = tf.reshape(distance, [-1])
+    return {
+        features.DISTANCE: distance,
+        features.SIMILARITY: tf.sigmoid((model.match_threshold - distance) / model.temperature),
+        features.MATCH: distance <= model.match_threshold,
+    }
+
+
+def make_serving_signatures(
+    model: keras.Model, backbone: keras.Model, tf_transform_output: tft.TFTransformOutput
+) -> dict[str, tf.types.experimental.ConcreteFunction]:
+    """Builds the signatures; `model` must carry `tft_layer`, `match_threshold`, `temperature`."""
+    image_spec = {
+        key: tf.io.FixedLenFeature([1], tf.string) for key in features.IMAGE_KEYS
+    }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(examples, image_spec)
+        return _pair_outputs(model, parsed[features.LEFT_IMAGE], parsed[features.RIGHT_IMAGE])
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name=features.LEFT_IMAGE),
+            tf.TensorSpec([None], tf.string, name=features.RIGHT_IMAGE),
+        ]
+    )
+    def compare(left_image: tf.Tensor, right_image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return _pair_outputs(model, left_image, right_image)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image")])
+    def embed(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        encoded = tf.reshape(image, [-1, 1])
+        # The Transform graph has one input per raw feature; the image goes in as both sides
+        # and only the left output is used.
+        transformed = model.tft_layer(
+            {features.LEFT_IMAGE: encoded, features.RIGHT_IMAGE: encoded}
+        )
+        embedding = backbone(transformed[features.transformed_name(features.LEFT_IMAGE)])
+        return {features.EMBEDDING: embedding}
+
+    return {
+        features.SERVING_DEFAULT_SIGNATURE: serve_examples.get_concrete_function(),
+        features.COMPARE_SIGNATURE: compare.get_concrete_function(),
+        features.EMBED_SIGNATURE: embed.get_concrete_function(),
+    }
+
+
+def export_model(
+    model: keras.Model,
+    backbone: keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    threshold: float,
+    margin: float,
+    export_dir: str,
+) -> None:
+    """Writes the SavedModel with its signatures to `export_dir`."""
+    model.tft_layer = tf_transform_output.transform_features_layer()
+    model.match_threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32,
+                                        name="match_threshold")
+    model.temperature = tf.constant(TEMPERATURE_FRACTION * margin, dtype=tf.float32)
+    signatures = make_serving_signatures(model, backbone, tf_transform_output)
+    model.save(export_dir, save_format="tf", signatures=signatures)

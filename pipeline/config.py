@@ -1,0 +1,179 @@
+"""The one typed configuration of siamese-tfx.
+
+Every setting of a run lives in `PipelineConfig`, a tree of frozen dataclasses. The CLI builds it
+(its options are generated from these fields, so help text and defaults are written once, here),
+`pipeline.create_pipeline` hands each section to the component that needs it, and the model code
+reads its sections back from the component's `custom_config`. Nothing here touches the
+environment or the file system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T")
+
+BACKBONES = ("small_conv",)
+LOSSES = ("contrastive",)
+
+
+def _opt(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with the help text the CLI shows for it."""
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the image pairs come from and how they are split."""
+
+    image_root: str = _opt("", "Folder of images. Class-folder mode: <root>/<class>/<image>.")
+    manifest: str = _opt(
+        "",
+        "Pairs manifest CSV with columns left,right,label (paths relative to --image-root; "
+        "label 1 = same identity, 0 = different). Empty: sample pairs from class folders.",
+    )
+    class_depth: int = _opt(
+        1, "How many folder levels under the image root name one class (Omniglot: 2)."
+    )
+    num_train_pairs: int = _opt(2000, "Pairs sampled for the train split (half positive).")
+    num_eval_pairs: int = _opt(500, "Pairs sampled for the eval split (half positive).")
+    eval_class_fraction: float = _opt(
+        0.3, "Fraction of classes held out for the eval split (splits never share a class)."
+    )
+    seed: int = _opt(0, "Seed for the class split and the pair sampling.")
+    max_image_pixels: int = _opt(
+        50_000_000, "Images with more pixels than this are rejected (decompression bombs)."
+    )
+
+    max_quarantined: int = _opt(
+        0,
+        "How many bad inputs (unreadable images, bad manifest rows) a run tolerates: more stop "
+        "the run with the quarantine report; up to this many are reported and left out.",
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.max_quarantined >= 0, "max_quarantined must be >= 0")
+        _check(self.class_depth >= 1, "class_depth must be >= 1")
+        _check(self.num_train_pairs >= 2, "num_train_pairs must be >= 2")
+        _check(self.num_eval_pairs >= 2, "num_eval_pairs must be >= 2")
+        _check(0.0 < self.eval_class_fraction < 1.0, "eval_class_fraction must be in (0, 1)")
+        _check(self.max_image_pixels > 0, "max_image_pixels must be > 0")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """What Transform makes of every image (and so what the model sees)."""
+
+    height: int = _opt(32, "Image height after resizing.")
+    width: int = _opt(32, "Image width after resizing.")
+    channels: int = _opt(1, "Channels after decoding: 1 (greyscale) or 3 (RGB).", choices=(1, 3))
+
+    def __post_init__(self) -> None:
+        _check(self.height >= 8 and self.width >= 8, "image height and width must be >= 8")
+        _check(self.channels in (1, 3), "channels must be 1 or 3")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The Siamese network: one shared backbone, a distance head and its loss."""
+
+    backbone: str = _opt("small_conv", "Backbone shared by both branches.", choices=BACKBONES)
+    embedding_dim: int = _opt(64, "Size of the embedding the backbone produces.")
+    loss: str = _opt("contrastive", "Training loss.", choices=LOSSES)
+    margin: float = _opt(1.0, "Contrastive-loss margin: different pairs are pushed this far apart.")
+
+    def __post_init__(self) -> None:
+        _check(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}")
+        _check(self.loss in LOSSES, f"loss must be one of {LOSSES}")
+        _check(self.embedding_dim >= 2, "embedding_dim must be >= 2")
+        _check(self.margin > 0, "margin must be > 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The Trainer's loop."""
+
+    train_steps: int = _opt(1500, "Training steps.")
+    batch_size: int = _opt(64, "Global batch size (pairs per step).")
+    learning_rate: float = _opt(1e-3, "Adam learning rate.")
+    calibration_steps: int = _opt(
+        20, "Eval-split batches used to calibrate the match threshold after training."
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.train_steps >= 1, "train_steps must be >= 1")
+        _check(self.batch_size >= 2, "batch_size must be >= 2")
+        _check(self.learning_rate > 0, "learning_rate must be > 0")
+        _check(self.calibration_steps >= 1, "calibration_steps must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What a model must reach (Evaluator) before it is blessed and pushed."""
+
+    min_accuracy: float = _opt(0.7, "Verification accuracy the model must reach on the eval split.")
+    min_auc: float = _opt(0.75, "ROC AUC the model must reach on the eval split.")
+    max_accuracy_drop: float = _opt(
+        0.02, "How much accuracy may fall below the latest blessed model's before it is refused."
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A whole run: names, locations and every component's settings."""
+
+    pipeline_root: str = _opt("", "Where TFX writes component outputs (local path or URI).")
+    serving_dir: str = _opt(
+        "", "TF Serving base directory; Pusher writes <serving_dir>/<model_name>/<version>/."
+    )
+    pipeline_name: str = _opt("siamese-tfx", "Pipeline name (ML Metadata context).")
+    model_name: str = _opt("siamese", "Model name under the serving directory.")
+    enable_cache: bool = _opt(True, "Reuse a component's outputs when its inputs are unchanged.")
+    data: DataConfig = field(default_factory=DataConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "PipelineConfig":
+        return from_dict(cls, values)
+
+
+def from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
+    """Builds dataclass `cls` from a (possibly nested) dict, refusing unknown keys."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(names)}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            value = from_dict(hint, value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def section_to_dict(section: Any) -> dict[str, Any]:
+    """A config section as the JSON-able dict that travels in a component's custom_config."""
+    return dataclasses.asdict(section)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)

@@ -1,0 +1,83 @@
+"""The README's main job on the embedded digits dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+
+from components.pair_example_gen import sampling
+from pipeline.config import DataConfig, EvalConfig, ImageConfig, PipelineConfig, TrainConfig
+from pipeline.datasets import write_digits
+
+
+def demo_config() -> PipelineConfig:
+    """Settings that train a useful digits model in about a minute on 2 CPU cores."""
+    return PipelineConfig(
+        pipeline_name="siamese-tfx-demo",
+        model_name="digits",
+        data=DataConfig(num_train_pairs=4000, num_eval_pairs=1000, eval_class_fraction=0.3),
+        image=ImageConfig(height=32, width=32, channels=1),
+        train=TrainConfig(train_steps=1500, batch_size=64, calibration_steps=15),
+        eval=EvalConfig(min_accuracy=0.75, min_auc=0.8),
+    )
+
+
+def with_digits(config: PipelineConfig, output_dir: str) -> PipelineConfig:
+    """Writes the digits under `output_dir` (unless another image root was chosen)."""
+    if config.data.image_root:
+        return config
+    root = write_digits(os.path.join(output_dir, "data", "digits"))
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, image_root=root))
+
+
+def held_out_pairs(config: PipelineConfig, count: int) -> list[sampling.Pair]:
+    """`count` same-digit and `count` different-digit pairs from the eval split's digits,
+    which the model never saw in training."""
+    root = config.data.image_root
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    _, eval_classes = sampling.split_classes(classes, config.data.eval_class_fraction,
+                                             config.data.seed)
+    images = {c: sorted(os.path.join(c, f) for f in os.listdir(os.path.join(root, c)))
+              for c in eval_classes}
+    rng = random.Random(1234)
+    pairs = []
+    for _ in range(count):
+        c = rng.choice(eval_classes)
+        a, b = rng.sample(images[c], 2)
+        pairs.append(sampling.Pair(a, b, 1, c, c))
+    for _ in range(count):
+        ca, cb = rng.sample(eval_classes, 2)
+        pairs.append(sampling.Pair(rng.choice(images[ca]), rng.choice(images[cb]), 0, ca, cb))
+    return pairs
+
+
+def query_pushed_model(config: PipelineConfig, pushed_path: str, count: int) -> int:
+    """Compares held-out digit pairs with the pushed model; returns 0 when all are right."""
+    import tensorflow as tf
+
+    from components import features
+
+    pairs = held_out_pairs(config, count)
+    root = config.data.image_root
+
+    def read(path: str) -> bytes:
+        with open(os.path.join(root, path), "rb") as f:
+            return f.read()
+
+    compare = tf.saved_model.load(pushed_path).signatures[features.COMPARE_SIGNATURE]
+    out = compare(
+        left_image=tf.constant([read(p.left) for p in pairs]),
+        right_image=tf.constant([read(p.right) for p in pairs]),
+    )
+    right = 0
+    print(f"\nComparing digits the model never saw in training ({pushed_path}):")
+    for i, p in enumerate(pairs):
+        match = bool(out[features.MATCH][i])
+        ok = match == bool(p.label)
+        right += ok
+        print(f"  {p.left:>12} vs {p.right:<12} distance={float(out[features.DISTANCE][i]):.3f} "
+              f"similarity={float(out[features.SIMILARITY][i]):.3f} "
+              f"{'match   ' if match else 'no match'} ({'right' if ok else 'WRONG'})")
+    print(f"{right}/{len(pairs)} pairs judged right.")
+    return 0 if right == len(pairs) else 4

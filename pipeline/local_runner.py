@@ -1,0 +1,96 @@
+"""Runs the pipeline on this machine: LocalDagRunner, Beam DirectRunner, SQLite ML Metadata."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Optional, Sequence, TextIO
+
+from tfx import v1 as tfx
+
+from pipeline import summary as summary_lib
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import COMPONENT_ORDER, create_pipeline
+
+DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+
+class _Progress(logging.Handler):
+    """Prints LocalDagRunner's 'Component X is running/finished' lines as progress."""
+
+    def __init__(self, stream: TextIO):
+        super().__init__(logging.INFO)
+        self._stream = stream
+        self._started: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        for verb in ("running", "finished"):
+            suffix = f" is {verb}."
+            if message.startswith("Component ") and message.endswith(suffix):
+                node = message[len("Component "):-len(suffix)]
+                step = (COMPONENT_ORDER.index(node) + 1) if node in COMPONENT_ORDER else "?"
+                prefix = f"[{step}/{len(COMPONENT_ORDER)}] {node}"
+                if verb == "running":
+                    self._started[node] = time.monotonic()
+                    print(f"{prefix} ...", file=self._stream, flush=True)
+                else:
+                    took = time.monotonic() - self._started.get(node, time.monotonic())
+                    print(f"{prefix} done in {took:.1f}s", file=self._stream, flush=True)
+
+
+def metadata_config(metadata_path: str):
+    return tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
+
+
+def run(
+    config: PipelineConfig,
+    metadata_path: str,
+    beam_pipeline_args: Sequence[str] = DEFAULT_BEAM_ARGS,
+    progress: Optional[TextIO] = sys.stdout,
+    log_path: Optional[str] = None,
+) -> summary_lib.RunSummary:
+    """Runs the whole pipeline and returns its summary.
+
+    With `progress`, prints a line as each component starts and ends; with `log_path`, TFX's
+    own (verbose) log goes to that file instead of the console. A failed component raises after
+    the summary of what did run has been printed to `progress`.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(metadata_path)), exist_ok=True)
+    connection = metadata_config(metadata_path)
+    pipeline = create_pipeline(config, connection, beam_pipeline_args)
+    absl_logger = logging.getLogger("absl")
+    handlers: list[logging.Handler] = []
+    if progress:
+        handlers.append(_Progress(progress))
+    if log_path:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        file_handler = logging.FileHandler(log_path)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(file_handler)
+    previous = (absl_logger.level, absl_logger.propagate)
+    for handler in handlers:
+        absl_logger.addHandler(handler)
+    if handlers:
+        absl_logger.setLevel(logging.INFO)
+    if log_path:
+        absl_logger.propagate = False
+    try:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    except BaseException:
+        if progress:
+            try:
+                print(summary_lib.summarize(connection, config.pipeline_name).format(),
+                      file=progress)
+            except LookupError:
+                pass
+        raise
+    finally:
+        for handler in handlers:
+            absl_logger.removeHandler(handler)
+            handler.close()
+        absl_logger.setLevel(previous[0])
+        absl_logger.propagate = previous[1]
+    return summary_lib.summarize(connection, config.pipeline_name)

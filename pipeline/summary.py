@@ -1,0 +1,149 @@
+"""What a run did, read back from ML Metadata: per-component state and wall time, the
+Evaluator's metrics and verdict, and where (or why not) the model was pushed."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline import pipeline as pipeline_lib
+
+_STATES = metadata_store_pb2.Execution.State
+
+
+@dataclass
+class ComponentRun:
+    component: str
+    state: str  # COMPLETE, CACHED, FAILED, ...
+    seconds: float
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    components: list[ComponentRun] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    blessed: Optional[bool] = None
+    pushed_path: Optional[str] = None
+    not_pushed_reason: str = ""
+    quarantined: Optional[int] = None
+    artifacts: dict[str, list[str]] = field(default_factory=dict)  # component -> output URIs
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(c.seconds for c in self.components)
+
+    def format(self) -> str:
+        lines = [f"Run {self.run_id}", "  component                        state      seconds"]
+        for c in self.components:
+            lines.append(f"  {c.component:<32} {c.state:<10} {c.seconds:8.1f}")
+        lines.append(f"  {'total':<32} {'':<10} {self.total_seconds:8.1f}")
+        if self.quarantined is not None:
+            lines.append(f"Quarantined inputs: {self.quarantined}")
+        if self.metrics:
+            lines.append("Evaluator metrics (eval split): " + ", ".join(
+                f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())))
+        if self.pushed_path:
+            lines.append(f"Pushed model: {self.pushed_path}")
+        else:
+            lines.append(f"Nothing pushed: {self.not_pushed_reason or 'the run did not finish'}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        data = {k: v for k, v in self.__dict__.items() if k != "components"}
+        data["components"] = [c.__dict__ for c in self.components]
+        data["total_seconds"] = self.total_seconds
+        return json.dumps(data, indent=1)
+
+
+def _latest_run_context(store: metadata_store.MetadataStore, pipeline_name: str):
+    runs = store.get_contexts_by_type("pipeline_run")
+    pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline_ctx is None or not runs:
+        raise LookupError(f"no run of pipeline {pipeline_name!r} in ML Metadata")
+    in_pipeline = {c.id for c in store.get_children_contexts_by_context(pipeline_ctx.id)}
+    candidates = [r for r in runs if r.id in in_pipeline] or runs
+    return max(candidates, key=lambda c: (c.create_time_since_epoch, c.id))
+
+
+def summarize(
+    connection_config: metadata_store_pb2.ConnectionConfig,
+    pipeline_name: str,
+    run_id: Optional[str] = None,
+) -> RunSummary:
+    """Summarises run `run_id` (default: the latest) of `pipeline_name`."""
+    store = metadata_store.MetadataStore(connection_config)
+    ctx = (store.get_context_by_type_and_name("pipeline_run", run_id) if run_id
+           else _latest_run_context(store, pipeline_name))
+    if ctx is None:
+        raise LookupError(f"no run {run_id!r} in ML Metadata")
+    summary = RunSummary(run_id=ctx.name)
+    by_component: dict[str, metadata_store_pb2.Execution] = {}
+    for execution in store.get_executions_by_context(ctx.id):
+        node = [c.name for c in store.get_contexts_by_execution(execution.id)
+                if c.type == "node"]
+        name = node[0].split(".", 1)[-1] if node else execution.name
+        by_component[name] = execution
+    order = {n: i for i, n in enumerate(pipeline_lib.COMPONENT_ORDER)}
+    for name, execution in sorted(by_component.items(), key=lambda kv: order.get(kv[0], 99)):
+        seconds = (execution.last_update_time_since_epoch
+                   - execution.create_time_since_epoch) / 1000.0
+        state = _STATES.Name(execution.last_known_state)
+        summary.components.append(ComponentRun(name, state, seconds))
+        outputs = _outputs(store, execution.id)
+        summary.artifacts[name] = [a.uri for a in outputs]
+        if name == pipeline_lib.EXAMPLE_GEN:
+            for a in outputs:
+                if "quarantined" in a.custom_properties:
+                    summary.quarantined = a.custom_properties["quarantined"].int_value
+        elif name == pipeline_lib.EVALUATOR:
+            _read_evaluation(summary, outputs)
+        elif name == pipeline_lib.PUSHER:
+            for a in outputs:
+                if a.custom_properties.get("pushed") and a.custom_properties["pushed"].int_value:
+                    summary.pushed_path = a.custom_properties["pushed_destination"].string_value
+    if summary.pushed_path is None and not summary.not_pushed_reason:
+        failed = [c.component for c in summary.components if c.state == "FAILED"]
+        if failed:
+            summary.not_pushed_reason = f"{', '.join(failed)} failed"
+        elif pipeline_lib.PUSHER not in by_component:
+            summary.not_pushed_reason = "the run stopped before Pusher"
+    return summary
+
+
+def _outputs(store: metadata_store.MetadataStore, execution_id: int):
+    events = store.get_events_by_execution_ids([execution_id])
+    ids = [e.artifact_id for e in events if e.type in (metadata_store_pb2.Event.OUTPUT,
+                                                        metadata_store_pb2.Event.DECLARED_OUTPUT)]
+    return store.get_artifacts_by_id(ids) if ids else []
+
+
+def _read_evaluation(summary: RunSummary, outputs) -> None:
+    import tensorflow_model_analysis as tfma
+
+    for a in outputs:
+        if "blessed" in a.custom_properties:  # ModelBlessing
+            summary.blessed = bool(a.custom_properties["blessed"].int_value)
+        elif os.path.exists(os.path.join(a.uri, "eval_config.json")):
+            result = tfma.load_eval_result(a.uri)
+            for _, metrics in result.slicing_metrics:
+                for name, value in metrics.get("", {}).get("", {}).items():
+                    if "doubleValue" in value:
+                        summary.metrics[name] = float(value["doubleValue"])
+            validation = tfma.load_validation_result(a.uri)
+            if not validation.validation_ok:
+                reasons = []
+                for failure in validation.metric_validations_per_slice:
+                    for f in failure.failures:
+                        reasons.append(
+                            f"{f.metric_key.name}={f.metric_value.double_value.value:.4f} "
+                            f"fails {f.metric_threshold}".replace("\n", " ")
+                        )
+                summary.not_pushed_reason = (
+                    "the model was not blessed: " + "; ".join(reasons or ["validation failed"])
+                )
