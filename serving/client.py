@@ -1,0 +1,377 @@
+"""A typed client for the Siamese model behind TF Serving's gRPC API (or the local server).
+
+Images travel as their encoded bytes (PNG, JPEG, BMP or GIF): decoding, resizing and scaling
+happen inside the served model. TensorProtos are built and read here directly, so the client
+calls no TensorFlow op (the generated protos still load the `tensorflow` package).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import grpc
+import numpy as np
+from google.protobuf.message import Message
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_NUMPY_DTYPES = {
+    types_pb2.DT_FLOAT: np.float32,
+    types_pb2.DT_DOUBLE: np.float64,
+    types_pb2.DT_INT32: np.int32,
+    types_pb2.DT_INT64: np.int64,
+    types_pb2.DT_UINT8: np.uint8,
+    types_pb2.DT_BOOL: np.bool_,
+}
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+_VALUE_FIELDS = {
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_STRING: "string_val",
+}
+
+
+def bytes_tensor_proto(values: Sequence[bytes]) -> tensor_pb2.TensorProto:
+    """A 1-D DT_STRING TensorProto holding `values` (e.g. encoded images)."""
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))]
+        ),
+        string_val=list(values),
+    )
+
+
+def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """A TensorProto of a numeric, bool or string dtype as a numpy array.
+
+    Reads `tensor_content` when present, else the typed `*_val` field (a single value filling
+    the whole shape, as TensorFlow allows).
+    """
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    size = int(np.prod(shape)) if shape else 1
+    if proto.dtype == types_pb2.DT_STRING:
+        values = np.array(list(proto.string_val), dtype=object)
+    elif proto.dtype in _NUMPY_DTYPES:
+        dtype = _NUMPY_DTYPES[proto.dtype]
+        if proto.tensor_content:
+            values = np.frombuffer(proto.tensor_content, dtype=dtype).copy()
+        else:
+            values = np.array(getattr(proto, _VALUE_FIELDS[proto.dtype]), dtype=dtype)
+    else:
+        name = types_pb2.DataType.Name(proto.dtype)
+        raise ValueError(f"cannot read a TensorProto of dtype {name}")
+    if values.size == size:
+        return values.reshape(shape)
+    if 0 < values.size < size:
+        filled = np.empty(size, dtype=values.dtype)
+        filled[: values.size] = values
+        filled[values.size :] = values[-1]
+        return filled.reshape(shape)
+    raise ValueError(f"TensorProto holds {values.size} values for shape {list(shape)}")
+
+
+class ServingError(Exception):
+    """A failed call to the model server, with its gRPC status code and the server's message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The model's verdict on one image pair."""
+
+    distance: float
+    similarity: float
+    match: bool
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A signature input's or output's dtype (e.g. "string") and shape (None: any size)."""
+
+    dtype: str
+    shape: tuple[int | None, ...] | None
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    """One serving signature's inputs and outputs."""
+
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    method_name: str
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What GetModelMetadata says about the served version."""
+
+    model_name: str
+    version: int
+    signatures: dict[str, SignatureSpec]
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """One version's state as GetModelStatus reports it (state e.g. "AVAILABLE")."""
+
+    version: int
+    state: str
+    error_code: str
+    error_message: str
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS settings for the channel.
+
+    Attributes:
+        root_certificates_file: PEM of the CA that signed the server's certificate (None: the
+            system's roots).
+        cert_chain_file: PEM client certificate, for servers that require mutual TLS.
+        private_key_file: PEM key of that client certificate.
+        server_name_override: Name to check the server certificate against instead of the host.
+    """
+
+    root_certificates_file: str | None = None
+    cert_chain_file: str | None = None
+    private_key_file: str | None = None
+    server_name_override: str | None = None
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _tensor_spec(info: meta_graph_pb2.TensorInfo) -> TensorSpec:
+    dtype = types_pb2.DataType.Name(info.dtype).removeprefix("DT_").lower()
+    if info.tensor_shape.unknown_rank:
+        return TensorSpec(dtype, None)
+    return TensorSpec(dtype, tuple(d.size if d.size >= 0 else None for d in info.tensor_shape.dim))
+
+
+class SiameseClient:
+    """Compares and embeds images with a served Siamese model over gRPC.
+
+    Args:
+        address: "host:port" of TF Serving or the local server.
+        model_name: The served model's name.
+        version: Ask for this version (None: the newest served one).
+        timeout: Deadline of each call, in seconds.
+        retries: How often a call that failed with UNAVAILABLE is retried (no other code is).
+        backoff: Wait before the first retry, in seconds; doubled for every further one.
+        max_batch: Most pairs or images sent in one Predict request.
+        max_message_bytes: Largest message sent or received.
+        tls: TLS settings; None for a plaintext channel.
+
+    `last_version` holds the model version that answered the latest Predict call. A client may
+    be shared between threads (gRPC channels are thread-safe); `last_version` is then whichever
+    call finished last.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        model_name: str = "siamese",
+        *,
+        version: int | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_batch: int = 32,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        tls: ClientTls | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.address = address
+        self.model_name = model_name
+        self.version = version
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_batch = max_batch
+        self.last_version: int | None = None
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ]
+        if tls is None:
+            self._channel = grpc.insecure_channel(address, options=options)
+        else:
+            if tls.server_name_override:
+                options.append(("grpc.ssl_target_name_override", tls.server_name_override))
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=_read(tls.root_certificates_file),
+                private_key=_read(tls.private_key_file),
+                certificate_chain=_read(tls.cert_chain_file),
+            )
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def __enter__(self) -> "SiameseClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self._channel.close()
+
+    def _call(self, method: Callable[..., Message], request: Message) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, timeout=self.timeout)
+            except grpc.RpcError as e:
+                code = e.code()
+                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries:
+                    time.sleep(self.backoff * 2**attempt)
+                    continue
+                raise ServingError(code, e.details() or "") from e
+        raise AssertionError("unreachable")
+
+    def _model_spec(self, spec: model_pb2.ModelSpec, signature_name: str = "") -> None:
+        spec.name = self.model_name
+        if self.version is not None:
+            spec.version.value = self.version
+        if signature_name:
+            spec.signature_name = signature_name
+
+    def predict(
+        self,
+        signature_name: str,
+        inputs: Mapping[str, tensor_pb2.TensorProto],
+        output_filter: Sequence[str] = (),
+    ) -> predict_pb2.PredictResponse:
+        """One raw Predict call (no batching), for signatures the typed methods do not cover."""
+        request = predict_pb2.PredictRequest()
+        self._model_spec(request.model_spec, signature_name)
+        for name, proto in inputs.items():
+            request.inputs[name].CopyFrom(proto)
+        request.output_filter.extend(output_filter)
+        response = self._call(self._predictions.Predict, request)
+        if response.model_spec.HasField("version"):
+            self.last_version = response.model_spec.version.value
+        return response
+
+    def _outputs(
+        self, response: predict_pb2.PredictResponse, names: Sequence[str]
+    ) -> list[np.ndarray]:
+        missing = [name for name in names if name not in response.outputs]
+        if missing:
+            raise ServingError(
+                grpc.StatusCode.INTERNAL, f"response lacks output(s) {missing}"
+            )
+        return [tensor_proto_to_ndarray(response.outputs[name]) for name in names]
+
+    def compare(self, left: bytes, right: bytes) -> Comparison:
+        """Compares two encoded images."""
+        return self.compare_many([(left, right)])[0]
+
+    def compare_many(self, pairs: Iterable[tuple[bytes, bytes]]) -> list[Comparison]:
+        """Compares image pairs, `max_batch` pairs per Predict request."""
+        pairs = list(pairs)
+        results: list[Comparison] = []
+        for start in range(0, len(pairs), self.max_batch):
+            chunk = pairs[start : start + self.max_batch]
+            response = self.predict(
+                "compare",
+                {
+                    "left_image": bytes_tensor_proto([left for left, _ in chunk]),
+                    "right_image": bytes_tensor_proto([right for _, right in chunk]),
+                },
+            )
+            distance, similarity, match = self._outputs(
+                response, ("distance", "similarity", "match")
+            )
+            results.extend(
+                Comparison(float(d), float(s), bool(m))
+                for d, s, m in zip(distance.reshape(-1), similarity.reshape(-1), match.reshape(-1))
+            )
+        if len(results) != len(pairs):
+            raise ServingError(
+                grpc.StatusCode.INTERNAL,
+                f"server returned {len(results)} comparisons for {len(pairs)} pairs",
+            )
+        return results
+
+    def embed(self, images: Sequence[bytes]) -> np.ndarray:
+        """Embeds encoded images: a float32 array [len(images), D]."""
+        parts = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = list(images[start : start + self.max_batch])
+            response = self.predict("embed", {"image": bytes_tensor_proto(chunk)})
+            (embedding,) = self._outputs(response, ("embedding",))
+            if embedding.ndim != 2 or embedding.shape[0] != len(chunk):
+                raise ServingError(
+                    grpc.StatusCode.INTERNAL,
+                    f"embedding of shape {embedding.shape} for {len(chunk)} images",
+                )
+            parts.append(embedding.astype(np.float32, copy=False))
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(parts)
+
+    def status(self) -> list[VersionState]:
+        """GetModelStatus: every version the server knows of (or the pinned one), newest first."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._model_spec(request.model_spec)
+        response = self._call(self._models.GetModelStatus, request)
+        states = get_model_status_pb2.ModelVersionStatus.State
+        return [
+            VersionState(
+                version=s.version,
+                state=states.Name(s.state),
+                error_code=_CODE_NAMES.get(s.status.error_code, str(s.status.error_code)),
+                error_message=s.status.error_message,
+            )
+            for s in response.model_version_status
+        ]
+
+    def metadata(self) -> ModelMetadata:
+        """GetModelMetadata: the served version and its signatures."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        self._model_spec(request.model_spec)
+        request.metadata_field.append("signature_def")
+        response = self._call(self._predictions.GetModelMetadata, request)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        if not response.metadata["signature_def"].Unpack(signature_map):
+            raise ServingError(grpc.StatusCode.INTERNAL, "metadata lacks a SignatureDefMap")
+        signatures = {
+            name: SignatureSpec(
+                inputs={k: _tensor_spec(v) for k, v in sig.inputs.items()},
+                outputs={k: _tensor_spec(v) for k, v in sig.outputs.items()},
+                method_name=sig.method_name,
+            )
+            for name, sig in signature_map.signature_def.items()
+        }
+        return ModelMetadata(
+            model_name=response.model_spec.name,
+            version=response.model_spec.version.value,
+            signatures=signatures,
+        )

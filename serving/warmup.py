@@ -1,0 +1,76 @@
+"""Warmup requests for TF Serving, written into the exported SavedModel.
+
+TF Serving (and `serving.server`) replays `<version>/assets.extra/tf_serving_warmup_requests`, a
+TFRecord of PredictionLogs, before it serves a version, so the first real request does not pay
+for graph tracing and memory allocation. The Trainer calls `write_warmup_requests` at export.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+from serving.client import bytes_tensor_proto
+from serving.model_manager import WARMUP_DIR, WARMUP_FILE
+
+
+def warmup_predict_requests(
+    model_name: str, images: Sequence[bytes]
+) -> list[predict_pb2.PredictRequest]:
+    """PredictRequests for `compare` and `embed` at batch size 1 and len(images).
+
+    The pairs of `compare` are (images[i], images[i+1 mod n]), so each image is also compared
+    with a different one.
+    """
+    if not images:
+        raise ValueError("warmup needs at least one encoded image")
+    images = list(images)
+    batches = [images[:1]] if len(images) == 1 else [images[:1], images]
+    requests = []
+    for batch in batches:
+        shifted = batch[1:] + batch[:1]
+        compare = predict_pb2.PredictRequest()
+        compare.model_spec.name = model_name
+        compare.model_spec.signature_name = "compare"
+        compare.inputs["left_image"].CopyFrom(bytes_tensor_proto(batch))
+        compare.inputs["right_image"].CopyFrom(bytes_tensor_proto(shifted))
+        embed = predict_pb2.PredictRequest()
+        embed.model_spec.name = model_name
+        embed.model_spec.signature_name = "embed"
+        embed.inputs["image"].CopyFrom(bytes_tensor_proto(batch))
+        requests.extend([compare, embed])
+    return requests
+
+
+def write_warmup_requests(saved_model_dir: str, model_name: str, images: Sequence[bytes]) -> str:
+    """Writes `assets.extra/tf_serving_warmup_requests` into an exported SavedModel.
+
+    Args:
+        saved_model_dir: The SavedModel folder (local path or any URI tf.io.gfile handles).
+        model_name: The name the model is served under.
+        images: A few encoded images (PNG/JPEG/BMP/GIF) like those the model will serve.
+    Returns:
+        The path of the written file.
+    """
+    requests = warmup_predict_requests(model_name, images)
+    directory = os.path.join(saved_model_dir, WARMUP_DIR)
+    tf.io.gfile.makedirs(directory)
+    path = os.path.join(directory, WARMUP_FILE)
+    with tf.io.TFRecordWriter(path) as writer:
+        for request in requests:
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+    return path
+
+
+def read_warmup_requests(path: str) -> list[prediction_log_pb2.PredictionLog]:
+    """The PredictionLogs of a warmup file."""
+    return [
+        prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        for record in tf.data.TFRecordDataset(path)
+    ]
