@@ -6,6 +6,7 @@ It ships inside scikit-learn, so the README's demo runs on a fresh machine with 
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -32,4 +33,48 @@ def write_digits(out_dir: str, upscale: int = 4) -> str:
                 if np.array_equal(np.asarray(existing), pixels):
                     continue
         Image.fromarray(pixels, mode="L").save(path)
+    return out_dir
+
+
+def extract_omniglot(
+    zip_paths: list[str],
+    out_dir: str,
+    alphabets: Optional[list[str]] = None,
+    characters_per_alphabet: Optional[int] = None,
+    drawers: Optional[int] = None,
+) -> str:
+    """Extracts Omniglot background zips to `<out_dir>/<alphabet>/<character>/<image>.png`
+    (class depth 2). Alphabets found in several zips (Greek and Latin are in both "small"
+    sets, as the very same files) are written once. Optionally keeps only some alphabets, the
+    first characters of each and the first drawers' images. Returns `out_dir`."""
+    import zipfile
+
+    written: set[tuple[str, str]] = set()
+    kept_characters: dict[str, int] = {}
+    for zip_path in zip_paths:
+        with zipfile.ZipFile(zip_path) as archive:
+            members = sorted(n for n in archive.namelist() if n.lower().endswith(".png"))
+            by_character: dict[tuple[str, str], list[str]] = {}
+            for name in members:
+                parts = name.split("/")
+                if len(parts) != 4:
+                    continue
+                _, alphabet, character, _ = parts
+                if alphabets is None or alphabet in alphabets:
+                    by_character.setdefault((alphabet, character), []).append(name)
+            for (alphabet, character), names in sorted(by_character.items()):
+                if (alphabet, character) in written:
+                    continue
+                if characters_per_alphabet is not None:
+                    if kept_characters.get(alphabet, 0) >= characters_per_alphabet:
+                        continue
+                    kept_characters[alphabet] = kept_characters.get(alphabet, 0) + 1
+                written.add((alphabet, character))
+                folder = os.path.join(out_dir, alphabet, character)
+                os.makedirs(folder, exist_ok=True)
+                for name in names[:drawers] if drawers else names:
+                    with open(os.path.join(folder, os.path.basename(name)), "wb") as f:
+                        f.write(archive.read(name))
+    if not written:
+        raise ValueError(f"no Omniglot characters matched in {zip_paths}")
     return out_dir

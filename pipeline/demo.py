@@ -53,10 +53,11 @@ def held_out_pairs(config: PipelineConfig, count: int) -> list[sampling.Pair]:
 
 
 def query_pushed_model(config: PipelineConfig, pushed_path: str, count: int) -> int:
-    """Compares held-out digit pairs with the pushed model; returns 0 when all are right."""
-    import tensorflow as tf
-
-    from components import features
+    """Serves the pushed model over gRPC on 127.0.0.1 (TF Serving's API), compares held-out
+    digit pairs through the client, prints the answers and stops the server. Returns 0 when
+    every pair was judged right."""
+    from serving.client import SiameseClient
+    from serving.server import ServerConfig, start_server
 
     pairs = held_out_pairs(config, count)
     root = config.data.image_root
@@ -65,19 +66,24 @@ def query_pushed_model(config: PipelineConfig, pushed_path: str, count: int) -> 
         with open(os.path.join(root, path), "rb") as f:
             return f.read()
 
-    compare = tf.saved_model.load(pushed_path).signatures[features.COMPARE_SIGNATURE]
-    out = compare(
-        left_image=tf.constant([read(p.left) for p in pairs]),
-        right_image=tf.constant([read(p.right) for p in pairs]),
+    server = start_server(
+        ServerConfig(model_base=config.serving_dir, model_name=config.model_name, port=0)
     )
+    try:
+        print(f"\nServing {config.serving_dir}/{config.model_name} over gRPC at "
+              f"{server.address}; comparing digits the model never saw in training:")
+        client = SiameseClient(server.address, config.model_name, timeout=30.0)
+        answers = client.compare_many([(read(p.left), read(p.right)) for p in pairs])
+        version = client.last_version
+    finally:
+        server.stop()
     right = 0
-    print(f"\nComparing digits the model never saw in training ({pushed_path}):")
-    for i, p in enumerate(pairs):
-        match = bool(out[features.MATCH][i])
-        ok = match == bool(p.label)
+    for p, answer in zip(pairs, answers):
+        ok = answer.match == bool(p.label)
         right += ok
-        print(f"  {p.left:>12} vs {p.right:<12} distance={float(out[features.DISTANCE][i]):.3f} "
-              f"similarity={float(out[features.SIMILARITY][i]):.3f} "
-              f"{'match   ' if match else 'no match'} ({'right' if ok else 'WRONG'})")
-    print(f"{right}/{len(pairs)} pairs judged right.")
+        print(f"  {p.left:>12} vs {p.right:<12} distance={answer.distance:.3f} "
+              f"similarity={answer.similarity:.3f} {'match   ' if answer.match else 'no match'}"
+              f" ({'right' if ok else 'WRONG'})")
+    print(f"{right}/{len(pairs)} pairs judged right by version {version} "
+          f"(pushed to {pushed_path}). Server stopped.")
     return 0 if right == len(pairs) else 4

@@ -75,6 +75,9 @@ def run(
         absl_logger.addHandler(handler)
     if handlers:
         absl_logger.setLevel(logging.INFO)
+        # Libraries parse absl flags mid-run, which resets the absl logger to WARNING and would
+        # silence the progress lines; hold the level for the run.
+        absl_logger.setLevel = lambda level: None  # type: ignore[method-assign]
     if log_path:
         absl_logger.propagate = False
     try:
@@ -91,6 +94,8 @@ def run(
         for handler in handlers:
             absl_logger.removeHandler(handler)
             handler.close()
+        if "setLevel" in vars(absl_logger):
+            del absl_logger.setLevel
         absl_logger.setLevel(previous[0])
         absl_logger.propagate = previous[1]
     return summary_lib.summarize(connection, config.pipeline_name)

@@ -16,6 +16,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from components import features
+from pipeline.config import ImageConfig
+from serving.warmup import write_warmup_requests
 
 keras = tf.keras
 
@@ -79,6 +81,16 @@ def make_serving_signatures(
     }
 
 
+def warmup_images(image: ImageConfig, count: int = 2) -> list[bytes]:
+    """Synthetic PNGs of the model's input size, for TF Serving's warmup replay."""
+    ramp = tf.linspace(0.0, 1.0, image.height * image.width * image.channels)
+    pixels = tf.reshape(ramp, [image.height, image.width, image.channels])
+    return [
+        tf.io.encode_png(tf.image.convert_image_dtype(p, tf.uint8)).numpy()
+        for p in (pixels, 1.0 - pixels, tf.reverse(pixels, [0]))[:count]
+    ]
+
+
 def export_model(
     model: keras.Model,
     backbone: keras.Model,
@@ -86,11 +98,15 @@ def export_model(
     threshold: float,
     margin: float,
     export_dir: str,
+    image: ImageConfig,
+    model_name: str,
 ) -> None:
-    """Writes the SavedModel with its signatures to `export_dir`."""
+    """Writes the SavedModel with its signatures, and TF Serving's warmup requests, to
+    `export_dir`."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     model.match_threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32,
                                         name="match_threshold")
     model.temperature = tf.constant(TEMPERATURE_FRACTION * margin, dtype=tf.float32)
     signatures = make_serving_signatures(model, backbone, tf_transform_output)
     model.save(export_dir, save_format="tf", signatures=signatures)
+    write_warmup_requests(export_dir, model_name, warmup_images(image))

@@ -97,6 +97,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     result["final_train_loss"] = float(history.history["loss"][-1])
     logging.info("Calibrated: %s", result)
     export.export_model(siamese, backbone, tf_transform_output, result["threshold"],
-                        model_cfg.margin, fn_args.serving_model_dir)
+                        model_cfg.margin, fn_args.serving_model_dir, image,
+                        fn_args.custom_config["model_name"])
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
         f.write(json.dumps(result, indent=1))

@@ -19,8 +19,12 @@ def decode_images(encoded: tf.Tensor, image: ImageConfig) -> tf.Tensor:
     encoded = tf.reshape(encoded, [-1])
 
     def decode_one(data: tf.Tensor) -> tf.Tensor:
-        pixels = tf.io.decode_image(data, channels=image.channels, expand_animations=False)
+        # TF decodes BMP and GIF only to 3 (or 4) channels, so decode to RGB for every format
+        # and convert to greyscale after.
+        pixels = tf.io.decode_image(data, channels=3, expand_animations=False)
         pixels = tf.image.convert_image_dtype(pixels, tf.float32)
+        if image.channels == 1:
+            pixels = tf.image.rgb_to_grayscale(pixels)
         pixels = tf.image.resize(pixels, [image.height, image.width], antialias=True)
         return tf.clip_by_value(pixels, 0.0, 1.0)
 

@@ -1,0 +1,44 @@
+"""Test-wide setup: CPU only, Keras 2 for TFX, fixed seeds, and the shared real datasets."""
+
+import os
+import random
+
+# Must precede any TensorFlow import (TFX 1.16 on TF 2.16 needs Keras 2).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+SHARED_DATA = os.environ.get(
+    "SIAMESE_TFX_SHARED_DATA",
+    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"),
+)
+OMNIGLOT_ZIPS = [
+    os.path.join(SHARED_DATA, "omniglot", f"images_background_small{i}.zip") for i in (1, 2)
+]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    random.seed(0)
+    np.random.seed(0)
+
+
+def _require(paths):
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        pytest.skip(f"shared dataset not found: {missing} (set SIAMESE_TFX_SHARED_DATA)")
+
+
+@pytest.fixture(scope="session")
+def omniglot_tiny(tmp_path_factory) -> str:
+    """8 Omniglot characters (2 alphabets x 4), 10 drawers each: <alphabet>/<character>/."""
+    from pipeline.datasets import extract_omniglot
+
+    _require(OMNIGLOT_ZIPS)
+    return extract_omniglot(
+        OMNIGLOT_ZIPS, str(tmp_path_factory.mktemp("omniglot")),
+        alphabets=["Greek", "Korean"], characters_per_alphabet=4, drawers=10,
+    )

@@ -1,0 +1,131 @@
+"""The whole pipeline on LocalDagRunner with real TFX components, real Beam and SQLite ML
+Metadata, on a few real Omniglot characters and a few training steps."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from components import features
+from pipeline import local_runner
+from pipeline import pipeline as pipeline_lib
+from pipeline.config import (DataConfig, EvalConfig, ImageConfig, ModelConfig, PipelineConfig,
+                             TrainConfig)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+EMBEDDING_DIM = 16
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("pipeline")
+
+
+def _config(root: str, workdir, **eval_overrides) -> PipelineConfig:
+    return PipelineConfig(
+        pipeline_root=str(workdir / "root"),
+        serving_dir=str(workdir / "serving"),
+        pipeline_name="siamese-e2e",
+        model_name="omniglot",
+        data=DataConfig(image_root=root, class_depth=2, num_train_pairs=48, num_eval_pairs=24,
+                        eval_class_fraction=0.25, seed=1),
+        image=ImageConfig(height=28, width=28, channels=1),
+        model=ModelConfig(embedding_dim=EMBEDDING_DIM, margin=1.0),
+        train=TrainConfig(train_steps=4, batch_size=8, calibration_steps=2),
+        eval=EvalConfig(**{"min_accuracy": 0.0, "min_auc": 0.0, "max_accuracy_drop": 1.0,
+                           **eval_overrides}),
+    )
+
+
+def _run(config, workdir):
+    return local_runner.run(config, str(workdir / "metadata.sqlite"), progress=None,
+                            log_path=str(workdir / "tfx.log"))
+
+
+def _states(summary):
+    return {c.component: c.state for c in summary.components}
+
+
+@pytest.fixture(scope="module")
+def first_run(omniglot_tiny, workdir):
+    return _run(_config(omniglot_tiny, workdir), workdir)
+
+
+def test_every_component_ran_and_recorded_its_artifacts(first_run, workdir):
+    assert set(_states(first_run)) == set(pipeline_lib.COMPONENT_ORDER)
+    assert all(s == "COMPLETE" for s in _states(first_run).values()), _states(first_run)
+    store = metadata_store.MetadataStore(
+        local_runner.metadata_config(str(workdir / "metadata.sqlite")))
+    types = {t.name for t in store.get_artifact_types()}
+    for expected in ("Examples", "siamese_tfx.QuarantineReport", "ExampleStatistics", "Schema",
+                     "ExampleAnomalies", "TransformGraph", "Model", "ModelRun",
+                     "ModelEvaluation", "ModelBlessing", "PushedModel"):
+        assert expected in types
+        artifacts = store.get_artifacts_by_type(expected)
+        assert artifacts and all(a.state == metadata_store_pb2.Artifact.LIVE for a in artifacts)
+    for component, uris in first_run.artifacts.items():
+        if component != pipeline_lib.MODEL_RESOLVER:
+            assert uris and all(os.path.exists(u) for u in uris), component
+    assert first_run.quarantined == 0
+    assert first_run.blessed is True
+    assert {"binary_accuracy", "auc", "example_count"} <= set(first_run.metrics)
+    assert first_run.metrics["example_count"] == 24
+
+
+def test_pushed_model_is_in_serving_layout_and_answers(first_run, omniglot_tiny, workdir):
+    pushed = first_run.pushed_path
+    assert pushed and os.path.dirname(pushed) == str(workdir / "serving" / "omniglot")
+    assert os.path.basename(pushed).isdigit()
+    assert os.path.exists(os.path.join(pushed, "saved_model.pb"))
+    loaded = tf.saved_model.load(pushed)
+    assert set(loaded.signatures) == {features.SERVING_DEFAULT_SIGNATURE,
+                                      features.COMPARE_SIGNATURE, features.EMBED_SIGNATURE}
+    images = []
+    for alphabet in sorted(os.listdir(omniglot_tiny))[:1]:
+        for character in sorted(os.listdir(os.path.join(omniglot_tiny, alphabet)))[:2]:
+            folder = os.path.join(omniglot_tiny, alphabet, character)
+            for name in sorted(os.listdir(folder))[:2]:
+                images.append(open(os.path.join(folder, name), "rb").read())
+    out = loaded.signatures[features.COMPARE_SIGNATURE](
+        left_image=tf.constant(images[:2]), right_image=tf.constant(images[2:]))
+    distance = out[features.DISTANCE].numpy()
+    assert distance.shape == (2,) and (distance >= 0).all()
+    similarity = out[features.SIMILARITY].numpy()
+    assert ((similarity >= 0) & (similarity <= 1)).all()
+    np.testing.assert_array_equal(out[features.MATCH].numpy(), similarity >= 0.5)
+    embedding = loaded.signatures[features.EMBED_SIGNATURE](image=tf.constant(images))
+    embedding = embedding[features.EMBEDDING].numpy()
+    assert embedding.shape == (4, EMBEDDING_DIM)
+    np.testing.assert_allclose(np.linalg.norm(embedding[0] - embedding[2]), distance[0],
+                               rtol=1e-4, atol=1e-5)
+    example = tf.train.Example(features=tf.train.Features(feature={
+        k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+        for k, v in ((features.LEFT_IMAGE, images[0]), (features.RIGHT_IMAGE, images[2]))}))
+    by_example = loaded.signatures[features.SERVING_DEFAULT_SIGNATURE](
+        examples=tf.constant([example.SerializeToString()]))
+    np.testing.assert_allclose(by_example[features.DISTANCE].numpy()[0], distance[0], rtol=1e-5)
+
+
+def test_unchanged_inputs_reuse_cached_outputs(first_run, omniglot_tiny, workdir):
+    second = _run(_config(omniglot_tiny, workdir), workdir)
+    states = _states(second)
+    for component in (pipeline_lib.EXAMPLE_GEN, pipeline_lib.STATISTICS_GEN,
+                      pipeline_lib.SCHEMA_GEN, pipeline_lib.TRANSFORM, pipeline_lib.TRAINER):
+        assert states[component] == "CACHED", states
+    assert second.run_id != first_run.run_id
+
+
+def test_unreachable_thresholds_bless_nothing_and_push_nothing(first_run, omniglot_tiny,
+                                                              workdir):
+    before = sorted(os.listdir(workdir / "serving" / "omniglot"))
+    failing = _run(_config(omniglot_tiny, workdir, min_accuracy=1.01), workdir)
+    assert failing.blessed is False
+    assert failing.pushed_path is None
+    assert "not blessed" in failing.not_pushed_reason
+    assert "binary_accuracy" in failing.not_pushed_reason
+    assert sorted(os.listdir(workdir / "serving" / "omniglot")) == before
