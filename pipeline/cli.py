@@ -19,6 +19,7 @@ def _configure_runtime() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kubeflow import cli as kubeflow_cli
     from pipeline import commands
     from serving import cli as serving_cli
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(subparsers)
     serving_cli.register(subparsers)
+    kubeflow_cli.register(subparsers)
     return parser
 
 

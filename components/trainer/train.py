@@ -14,23 +14,12 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components import features
-from components.trainer import calibration, export, losses, model as model_lib
+from components.trainer import calibration, distribute, export, losses, model as model_lib
 from pipeline.config import ImageConfig, ModelConfig, TrainConfig, from_dict
 
 keras = tf.keras
 
 METRICS_FILE = "training_metrics.json"
-
-
-def choose_strategy() -> tf.distribute.Strategy:
-    """MultiWorkerMirrored when TF_CONFIG names several workers, Mirrored on several GPUs,
-    else the default strategy."""
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    if sum(len(cluster.get(k, [])) for k in ("chief", "worker")) > 1:
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def make_dataset(
@@ -73,7 +62,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf.keras.utils.set_random_seed(fn_args.custom_config.get("seed", 0))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
-    strategy = choose_strategy()
+    strategy = distribute.choose_strategy()
     logging.info("Training with %s, %d replica(s)", type(strategy).__name__,
                  strategy.num_replicas_in_sync)
     train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
