@@ -66,6 +66,9 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 ]
             )
         ],
+        # Only the metrics above: not the Keras model's compiled loss, which TFMA would
+        # otherwise compute on the similarity score.
+        options=tfma.Options(include_default_metrics={"value": False}),
     )
 
 
