@@ -43,6 +43,10 @@ class RunSummary:
         for c in self.components:
             lines.append(f"  {c.component:<32} {c.state:<10} {c.seconds:8.1f}")
         lines.append(f"  {'total':<32} {'':<10} {self.total_seconds:8.1f}")
+        trainer = sum(c.seconds for c in self.components if c.component == pipeline_lib.TRAINER)
+        if self.total_seconds > 0 and trainer:
+            lines.append(f"  (Trainer: {trainer:.1f}s, {100 * trainer / self.total_seconds:.0f}%"
+                         " of the total)")
         if self.quarantined is not None:
             lines.append(f"Quarantined inputs: {self.quarantined}")
         if self.metrics:

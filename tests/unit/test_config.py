@@ -1,0 +1,59 @@
+"""One typed config: every setting reaches the CLI with help, and bad values are refused."""
+
+import argparse
+import dataclasses
+import json
+
+import pytest
+
+from pipeline import commands
+from pipeline.config import DataConfig, ModelConfig, PipelineConfig, from_dict
+
+
+def _parser():
+    parser = argparse.ArgumentParser()
+    commands.add_config_options(parser)
+    return parser
+
+
+def _all_fields():
+    config = PipelineConfig()
+    for f in dataclasses.fields(PipelineConfig):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from ((f.name, g) for g in dataclasses.fields(value))
+        else:
+            yield "pipeline", f
+
+
+def test_every_setting_has_an_option_with_help():
+    helps = {a.dest: a.help for a in _parser()._actions}
+    for section, f in _all_fields():
+        assert helps.get(f"{section}.{f.name}"), f"no option or help for {section}.{f.name}"
+
+
+def test_options_override_only_what_is_given():
+    args = _parser().parse_args(["--margin", "0.5", "--class-depth", "2", "--no-enable-cache",
+                                 "--image-root", "/data"])
+    config = commands.config_from_args(args, PipelineConfig())
+    assert config.model.margin == 0.5 and config.data.class_depth == 2
+    assert config.enable_cache is False and config.data.image_root == "/data"
+    assert config.train == PipelineConfig().train
+
+
+def test_round_trips_through_json():
+    config = PipelineConfig(pipeline_root="/r", serving_dir="/s",
+                            data=DataConfig(image_root="/d", seed=9),
+                            model=ModelConfig(margin=2.0))
+    assert PipelineConfig.from_dict(json.loads(config.to_json())) == config
+
+
+def test_unknown_and_invalid_settings_are_refused():
+    with pytest.raises(ValueError, match="unknown setting.*'marign'"):
+        from_dict(ModelConfig, {"marign": 1.0})
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        ModelConfig(margin=0)
+    with pytest.raises(ValueError, match="eval_class_fraction"):
+        DataConfig(eval_class_fraction=1.0)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--backbone", "no_such_backbone"])
