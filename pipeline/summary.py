@@ -1,5 +1,6 @@
-"""What a run did, read back from ML Metadata: per-component state and wall time, the
-Evaluator's metrics and verdict, and where (or why not) the model was pushed."""
+"""What a run did, read back from ML Metadata: per-component state and wall time, quarantined
+inputs, data anomalies (and whether the run overrode them), the Evaluator's metrics and verdict,
+and where (or why not) the model was pushed."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class RunSummary:
     pushed_path: Optional[str] = None
     not_pushed_reason: str = ""
     quarantined: Optional[int] = None
+    anomalies: list[str] = field(default_factory=list)  # The data validation gate's, one a line.
+    anomalies_overridden: bool = False
     artifacts: dict[str, list[str]] = field(default_factory=dict)  # component -> output URIs
 
     @property
@@ -49,6 +52,14 @@ class RunSummary:
                          " of the total)")
         if self.quarantined is not None:
             lines.append(f"Quarantined inputs: {self.quarantined}")
+        if self.anomalies:
+            verdict = ("overridden by --allow-anomalies, the run trained on this data"
+                       if self.anomalies_overridden else "the run stopped before Transform")
+            lines.append(f"Data anomalies: {len(self.anomalies)} ({verdict})")
+            lines.extend(f"  - {line}" for line in self.anomalies)
+        elif any(c.component == pipeline_lib.VALIDATION_GATE and c.state in ("COMPLETE", "CACHED")
+                 for c in self.components):
+            lines.append("Data anomalies: none")
         if self.metrics:
             lines.append("Evaluator metrics (eval split): " + ", ".join(
                 f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())))
@@ -105,6 +116,8 @@ def summarize(
             for a in outputs:
                 if "quarantined" in a.custom_properties:
                     summary.quarantined = a.custom_properties["quarantined"].int_value
+        elif name == pipeline_lib.VALIDATION_GATE:
+            _read_gate(summary, outputs, execution)
         elif name == pipeline_lib.EVALUATOR:
             _read_evaluation(summary, outputs)
         elif name == pipeline_lib.PUSHER:
@@ -122,9 +135,35 @@ def summarize(
 
 def _outputs(store: metadata_store.MetadataStore, execution_id: int):
     events = store.get_events_by_execution_ids([execution_id])
+    # A resolver records what it resolved as internal outputs.
     ids = [e.artifact_id for e in events if e.type in (metadata_store_pb2.Event.OUTPUT,
-                                                        metadata_store_pb2.Event.DECLARED_OUTPUT)]
+                                                        metadata_store_pb2.Event.DECLARED_OUTPUT,
+                                                        metadata_store_pb2.Event.INTERNAL_OUTPUT)]
     return store.get_artifacts_by_id(ids) if ids else []
+
+
+def _read_gate(summary: RunSummary, outputs, execution) -> None:
+    for a in outputs:
+        if "anomalies" in a.custom_properties:
+            lines = a.custom_properties["anomaly_lines"].string_value
+            summary.anomalies = [line for line in lines.splitlines() if line]
+            summary.anomalies_overridden = bool(a.custom_properties["overridden"].int_value)
+    if execution.last_known_state == _STATES.FAILED:
+        # A stopped gate publishes nothing; it keeps its verdict next to its output folder.
+        from components.validation_gate import executor as gate_lib
+
+        for uris in summary.artifacts.values():
+            for uri in uris:
+                root = os.path.dirname(os.path.dirname(os.path.dirname(uri)))
+                path = os.path.join(
+                    gate_lib.stopped_result_dir(os.path.join(
+                        root, pipeline_lib.VALIDATION_GATE, gate_lib.RESULT_KEY,
+                        str(execution.id))),
+                    gate_lib.RESULT_JSON)
+                if os.path.exists(path):
+                    with open(path) as f:
+                        summary.anomalies = gate_lib.Verdict.from_json(f.read()).lines()
+                    return
 
 
 def _read_evaluation(summary: RunSummary, outputs) -> None:

@@ -102,8 +102,9 @@ class _SamplePairs(beam.DoFn):
             yield (split, i, 0), pair
 
 
-def _assemble(item: tuple[Any, dict[str, list[Any]]]) -> Iterator[Any]:
-    """Joins a pair with its two images: a (split, example) or a rejection."""
+def _assemble(item: tuple[Any, dict[str, list[Any]]], image_root: str) -> Iterator[Any]:
+    """Joins a pair with its two images: a (split, example) or a rejection (whose source is
+    the bad image's full path)."""
     (split, _, row), grouped = item
     pair: sampling.Pair = grouped["pair"][0]
     sides = dict(grouped["sides"])
@@ -113,7 +114,7 @@ def _assemble(item: tuple[Any, dict[str, list[Any]]]) -> Iterator[Any]:
         yield beam.pvalue.TaggedOutput(
             "rejected",
             inputs_lib.Rejection(
-                sides["left"].path if sides["left"].error else sides["right"].path,
+                os.path.join(image_root, sides["left" if sides["left"].error else "right"].path),
                 row, f"{pair.left},{pair.right},{pair.label}", "; ".join(problems),
             ),
         )
@@ -203,7 +204,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             assembled = (
                 {"pair": pairs, "sides": sides}
                 | "JoinPairs" >> beam.CoGroupByKey()
-                | "Assemble" >> beam.FlatMap(_assemble).with_outputs("rejected", main="examples")
+                | "Assemble" >> beam.FlatMap(_assemble, root).with_outputs(
+                    "rejected", main="examples")
             )
             # In manifest mode a bad image is reported through each row that uses it (rows are
             # the unit counted); in class-folder mode the image itself is the unit.
@@ -292,15 +294,27 @@ def _write_report(
     return summary
 
 
+def stopped_report_dir(report_uri: str) -> str:
+    """Where the report of a run the limit stopped is kept: TFX deletes a failed component's
+    output folders, so the report is copied next to them first."""
+    return os.path.join(os.path.dirname(report_uri), "stopped-" + os.path.basename(report_uri))
+
+
 def _enforce_limit(summary: dict[str, Any], limit: int, report_uri: str) -> None:
     count = summary["quarantined"]
     if count <= limit:
         return
+    kept = stopped_report_dir(report_uri)
+    fileio.makedirs(kept)
+    for name in (REPORT_CSV, REPORT_JSON, SUMMARY_JSON):
+        fileio.copy(os.path.join(report_uri, name), os.path.join(kept, name), overwrite=True)
     with fileio.open(os.path.join(report_uri, REPORT_JSON), "r") as f:
         first = json.loads(f.read())[:5]
     reasons = "\n".join(f"  - {r['item']} ({r['source']}:{r['row']}): {r['reason']}" for r in first)
     raise QuarantineLimitExceeded(
         f"{count} input(s) quarantined, more than the limit of {limit} "
         f"(--max-quarantined). First reasons:\n{reasons}\n"
-        f"Full report: {os.path.join(report_uri, REPORT_CSV)}"
+        f"Full report: {os.path.join(kept, REPORT_CSV)}\n"
+        f"(a copy of {os.path.join(report_uri, REPORT_CSV)}, which TFX removes with the failed "
+        "component's outputs)"
     )

@@ -57,5 +57,9 @@ def canonicalize(path: str, data: bytes, max_pixels: int) -> CanonicalImage:
             return CanonicalImage(path, out.getvalue(), width, height)
     except Image.DecompressionBombError as e:
         return CanonicalImage(path, error=f"decompression bomb: {e}")
+    except Image.UnidentifiedImageError:
+        # Pillow's own message names an in-memory buffer's address: not useful in a report.
+        return CanonicalImage(
+            path, error="cannot decode image: not a PNG, JPEG, BMP, PGM/PPM or GIF file")
     except Exception as e:  # noqa: BLE001 - any decoder failure is a property of the file.
         return CanonicalImage(path, error=f"cannot decode image: {type(e).__name__}: {e}")

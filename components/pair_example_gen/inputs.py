@@ -62,6 +62,9 @@ def list_class_folders(
         if fileio.isdir(path):
             continue
         rel = os.path.relpath(path, image_root)
+        if _leaves_root(image_root, path):
+            rejected.append(Rejection(path, 0, rel, "a link that leaves the image root"))
+            continue
         if not has_image_extension(rel):
             rejected.append(Rejection(path, 0, rel, "not an image file (by its extension)"))
             continue
@@ -83,8 +86,11 @@ def read_manifest(
     pointing outside it) or does not exist; when the label is not 0 or 1; when the split is not
     train/eval; or when it repeats an earlier pair (in either order).
     """
-    with fileio.open(manifest_path, "r") as f:
-        text = f.read()
+    with fileio.open(manifest_path, "rb") as f:
+        raw = f.read()
+    # Undecodable bytes become U+FFFD: such a row names no existing file and is rejected, rather
+    # than the whole manifest failing to decode.
+    text = raw.decode("utf-8-sig", errors="replace").replace("\0", "\ufffd")
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
@@ -182,10 +188,16 @@ def _resolve(image_root: str, raw: str) -> tuple[str, Optional[str]]:
     if norm == ".." or norm.startswith("../"):
         return path, f"path {path!r} leaves the image root"
     full = os.path.join(image_root, norm)
-    if "://" not in image_root:
-        real_root = os.path.realpath(image_root)
-        if os.path.commonpath([os.path.realpath(full), real_root]) != real_root:
-            return path, f"path {path!r} is a link that leaves the image root"
+    if _leaves_root(image_root, full):
+        return path, f"path {path!r} is a link that leaves the image root"
     if not fileio.exists(full):
         return path, f"file {path!r} does not exist under the image root"
     return norm, None
+
+
+def _leaves_root(image_root: str, full_path: str) -> bool:
+    """Whether a local path resolves (through symlinks) outside the image root."""
+    if "://" in image_root:
+        return False
+    real_root = os.path.realpath(image_root)
+    return os.path.commonpath([os.path.realpath(full_path), real_root]) != real_root
