@@ -1,19 +1,159 @@
-"""Which tf.distribute strategy the Trainer uses on the hardware it finds."""
+"""Distributed training for the Trainer: strategy, batch size, precision, checkpoints, export.
+
+- Strategy: MultiWorkerMirroredStrategy when TF_CONFIG names several workers (each worker uses
+  all its GPUs), MirroredStrategy across the GPUs of one machine, else the default strategy.
+- Batch size: `TrainConfig.batch_size` is the GLOBAL batch (pairs per step over all replicas),
+  split evenly across replicas, so a run's optimisation does not depend on the hardware. With
+  `per_replica_batch_size > 0`, the global batch is instead that × the replicas in sync (GPUs ×
+  workers): more GPUs then mean bigger steps. Either way a step consumes one global batch and
+  `train_steps` counts global steps; the learning rate is not rescaled.
+- Mixed precision (`mixed_precision`): float16 compute with float32 variables; the model's
+  outputs are cast back to float32, so the loss (ContrastiveLoss casts to float32 too), the
+  threshold calibration and the serving signatures stay float32. Keras wraps the optimizer in a
+  LossScaleOptimizer.
+- Preemption: `tf.keras.callbacks.BackupAndRestore` in `<model_run_dir>/backup` (shared storage:
+  every worker sees it) saves every `checkpoint_steps` steps; a restarted worker (and, under
+  MultiWorkerMirroredStrategy, its restarted peers) resume from the last backup, mid-epoch.
+- Export: only the chief writes the SavedModel and the run's files; the other workers export to
+  a temporary directory they delete, since saving may need every worker's participation.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import tensorflow as tf
+
+from components.trainer import model as model_lib
+from pipeline.config import ImageConfig, ModelConfig
+
+keras = tf.keras
+
+BACKUP_SUBDIR = "backup"
+DEFAULT_CHECKPOINT_STEPS = 100
+
+
+def _tf_config() -> dict[str, Any]:
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
+
+
+def num_workers() -> int:
+    cluster = _tf_config().get("cluster", {})
+    return sum(len(cluster.get(k, [])) for k in ("chief", "worker")) or 1
 
 
 def choose_strategy() -> tf.distribute.Strategy:
     """MultiWorkerMirrored when TF_CONFIG names several workers, Mirrored on several GPUs,
     else the default strategy."""
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    if sum(len(cluster.get(k, [])) for k in ("chief", "worker")) > 1:
+    if num_workers() > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+    """The task that writes the SavedModel: 'chief', else worker 0, else a lone process."""
+    config = _tf_config()
+    task = config.get("task", {})
+    if not task:
+        return True
+    if task.get("type") == "chief":
+        return True
+    has_chief = bool(config.get("cluster", {}).get("chief"))
+    return task.get("type") == "worker" and task.get("index", 0) == 0 and not has_chief
+
+
+def global_batch_size(train: Mapping[str, Any], replicas: int) -> int:
+    """Pairs per step over all replicas (see the module doc for the convention)."""
+    per_replica = int(train.get("per_replica_batch_size", 0) or 0)
+    if per_replica > 0:
+        return per_replica * replicas
+    batch = int(train["batch_size"])
+    if batch % replicas:
+        raise ValueError(f"batch_size {batch} (the global batch) does not split evenly across "
+                         f"{replicas} replicas; use a multiple of {replicas} or set "
+                         "per_replica_batch_size")
+    return batch
+
+
+def for_strategy(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Shards by example across workers: the Trainer's input is a few files (often one per
+    split), fewer than the workers, so file sharding would starve some of them."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+@contextlib.contextmanager
+def precision(mixed: bool) -> Iterator[None]:
+    """Builds layers under 'mixed_float16' when `mixed`, restoring the previous policy after."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else previous)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _float32_output(model: keras.Model, name: str) -> keras.Model:
+    output = keras.layers.Activation("linear", dtype="float32", name=name)(model.outputs[0])
+    return keras.Model(model.inputs, output, name=model.name)
+
+
+def build_model(image: ImageConfig, model: ModelConfig,
+                mixed_precision: bool = False) -> tuple[keras.Model, keras.Model]:
+    """`model_lib.build_siamese`, optionally with float16 compute and float32 outputs.
+    Call it inside `strategy.scope()`."""
+    if not mixed_precision:
+        return model_lib.build_siamese(image, model)
+    with precision(True):  # The outer models too: Keras picks the loss scaling from them.
+        siamese, backbone = model_lib.build_siamese(image, model)
+        return _float32_output(siamese, "distance_float32"), _float32_output(
+            backbone, "embedding_float32")
+
+
+def fit(
+    siamese: keras.Model, dataset: tf.data.Dataset, steps: int, model_run_dir: str,
+    checkpoint_every: int, callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> keras.callbacks.History:
+    """`steps` global steps as one epoch, backed up every `checkpoint_every` steps; a restarted
+    run resumes from the last backup."""
+    return siamese.fit(
+        for_strategy(dataset), steps_per_epoch=steps, epochs=1, verbose=2,
+        callbacks=training_callbacks(model_run_dir, checkpoint_every) + list(callbacks))
+
+
+def training_callbacks(model_run_dir: str, checkpoint_steps: int) -> list[keras.callbacks.Callback]:
+    """Backup (every worker: under MultiWorkerMirroredStrategy Keras has the non-chief workers
+    write to temporary copies) and, on the chief only, TensorBoard logs."""
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.BackupAndRestore(
+        backup_dir=os.path.join(model_run_dir, BACKUP_SUBDIR), save_freq=checkpoint_steps,
+        delete_checkpoint=True)]
+    if is_chief():
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=model_run_dir))
+    return callbacks
+
+
+def write_dir(path: str) -> str:
+    """`path` on the chief; a fresh temporary directory on the other workers."""
+    if is_chief():
+        return path
+    task = _tf_config().get("task", {})
+    return os.path.join(tempfile.mkdtemp(prefix="siamese-export-"),
+                        f"{task.get('type', 'worker')}-{task.get('index', 0)}")
+
+
+def discard(written: str, path: str) -> None:
+    """Removes a non-chief worker's temporary export (`written` differs from `path`)."""
+    if written != path:
+        shutil.rmtree(os.path.dirname(written), ignore_errors=True)
+
+
+def checkpoint_steps(train: Mapping[str, Any], default: Optional[int] = None) -> int:
+    return int(train.get("checkpoint_steps", 0) or default or DEFAULT_CHECKPOINT_STEPS)

@@ -1,0 +1,60 @@
+"""The Trainer's distribution settings: chief election, batch convention, checkpoints."""
+
+import json
+import os
+
+import pytest
+
+from components.trainer import distribute
+
+
+def _tf_config(monkeypatch, cluster, task):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+
+
+@pytest.mark.parametrize("cluster, task, chief", [
+    ({"worker": ["a:1", "b:2"]}, {"type": "worker", "index": 0}, True),
+    ({"worker": ["a:1", "b:2"]}, {"type": "worker", "index": 1}, False),
+    ({"chief": ["c:0"], "worker": ["a:1"]}, {"type": "chief", "index": 0}, True),
+    ({"chief": ["c:0"], "worker": ["a:1"]}, {"type": "worker", "index": 0}, False),
+])
+def test_only_one_task_is_chief(monkeypatch, cluster, task, chief):
+    _tf_config(monkeypatch, cluster, task)
+    assert distribute.is_chief() is chief
+    assert distribute.num_workers() == 2
+
+
+def test_lone_process_is_chief_and_writes_in_place(monkeypatch, tmp_path):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distribute.is_chief() and distribute.num_workers() == 1
+    assert distribute.write_dir(str(tmp_path)) == str(tmp_path)
+
+
+def test_non_chief_writes_to_a_temporary_directory_it_discards(monkeypatch, tmp_path):
+    _tf_config(monkeypatch, {"worker": ["a:1", "b:2"]}, {"type": "worker", "index": 1})
+    target = str(tmp_path / "serving_model")
+    written = distribute.write_dir(target)
+    assert written != target and not written.startswith(str(tmp_path))
+    os.makedirs(written)
+    distribute.discard(written, target)
+    assert not os.path.exists(os.path.dirname(written))
+
+
+@pytest.mark.parametrize("settings, replicas, expected", [
+    ({"batch_size": 64}, 1, 64),
+    ({"batch_size": 64}, 4, 64),  # batch_size is the global batch, split across replicas.
+    ({"batch_size": 64, "per_replica_batch_size": 32}, 4, 128),  # per-replica x replicas.
+    ({"batch_size": 64, "per_replica_batch_size": 0}, 2, 64),
+])
+def test_global_batch_convention(settings, replicas, expected):
+    assert distribute.global_batch_size(settings, replicas) == expected
+
+
+def test_global_batch_must_split_evenly():
+    with pytest.raises(ValueError, match="split evenly"):
+        distribute.global_batch_size({"batch_size": 10}, 4)
+
+
+def test_checkpoint_steps_default_and_setting():
+    assert distribute.checkpoint_steps({}) == distribute.DEFAULT_CHECKPOINT_STEPS
+    assert distribute.checkpoint_steps({"checkpoint_steps": 7}) == 7

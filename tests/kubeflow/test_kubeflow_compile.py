@@ -1,0 +1,194 @@
+"""`siamese-tfx kubeflow compile`: the YAML parses as a KFP PipelineSpec and holds the whole
+pipeline, in dependency order, with the image, resources and Beam arguments it was given."""
+
+import json
+
+import pytest
+import yaml
+from kubeflow_fixtures import COMPILE_ARGS, IMAGE, SHARED
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from google.protobuf import json_format
+from kubeflow import runner
+from kubeflow.config import KubeflowConfig
+from pipeline import pipeline as p
+from pipeline.config import DataConfig, PipelineConfig
+
+BEAM_COMPONENTS = (p.EXAMPLE_GEN, p.STATISTICS_GEN, p.SCHEMA_GEN, p.EXAMPLE_VALIDATOR,
+                   p.TRANSFORM, p.EVALUATOR)
+
+
+@pytest.fixture(scope="module")
+def tfx_pipeline():
+    """The TFX pipeline object the compile command compiled (same options)."""
+    from kubeflow import cli
+    from pipeline.cli import build_parser
+
+    args = build_parser().parse_args(["kubeflow", "compile"] + COMPILE_ARGS)
+    return runner.build_pipeline(cli.pipeline_config_from_args(args),
+                                 cli.kubeflow_config_from_args(args))
+
+
+@pytest.fixture(scope="module")
+def spec(compiled_spec_path) -> pipeline_spec_pb2.PipelineSpec:
+    return runner.load_spec(compiled_spec_path)
+
+
+def _container(spec, task_name):
+    task = spec.root.dag.tasks[task_name]
+    label = spec.components[task.component_ref.name].executor_label
+    executor = json_format.MessageToDict(spec.deployment_spec)["executors"][label]
+    return executor.get("container")
+
+
+def test_yaml_is_a_pipeline_spec_not_the_pipeline_job_wrapper(compiled_spec_path):
+    with open(compiled_spec_path) as f:
+        document = yaml.safe_load(f)
+    assert "pipelineSpec" not in document and "runtimeConfig" not in document
+    spec = json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec())
+    assert spec.pipeline_info.name == "siamese-kfp"
+    assert spec.schema_version == "2.1.0"
+    assert spec.default_pipeline_root == f"{SHARED}/root"
+
+
+def _node_of(task_name, node_ids):
+    """The pipeline node a compiled task comes from (a resolver may compile to several tasks,
+    named <node id>-...)."""
+    [node] = [n for n in node_ids if task_name == n or task_name.startswith(n + "-")]
+    return node
+
+
+def test_every_component_is_present_with_its_dependencies(spec, tfx_pipeline):
+    upstream = {n.id: {u.id for u in n.upstream_nodes} for n in tfx_pipeline.components}
+    tasks = {name: set(task.dependent_tasks) for name, task in spec.root.dag.tasks.items()}
+    node_of = {task: _node_of(task, upstream) for task in tasks}
+    assert set(node_of.values()) == set(upstream) == set(p.COMPONENT_ORDER)
+    compiled = {n: {node_of[d] for t in tasks if node_of[t] == n for d in tasks[t]} - {n}
+                for n in upstream}
+    assert compiled == upstream
+    # The data flow the README draws, pinned whatever else the pipeline gains.
+    for node, before in [(p.STATISTICS_GEN, p.EXAMPLE_GEN), (p.TRAINER, p.TRANSFORM),
+                         (p.EVALUATOR, p.TRAINER), (p.EVALUATOR, p.MODEL_RESOLVER),
+                         (p.PUSHER, p.EVALUATOR)]:
+        assert before in compiled[node], (node, before)
+    # COMPONENT_ORDER, the pipeline's declared order, runs every task after its upstream tasks.
+    for node, deps in compiled.items():
+        assert all(p.COMPONENT_ORDER.index(d) < p.COMPONENT_ORDER.index(node) for d in deps)
+
+
+def test_trainer_requests_gpus_cpu_and_memory(spec):
+    resources = _container(spec, p.TRAINER)["resources"]
+    assert resources["accelerator"] == {"type": "nvidia.com/gpu", "count": "2",
+                                        "resourceType": "nvidia.com/gpu",
+                                        "resourceCount": "2"}
+    assert resources["cpuLimit"] == 12 and resources["resourceCpuLimit"] == "12"
+    assert resources["memoryLimit"] == 48 and resources["resourceMemoryLimit"] == "48G"
+
+
+def test_other_components_get_their_resources_and_no_gpu(spec):
+    for name in BEAM_COMPONENTS + (p.PUSHER,):
+        resources = _container(spec, name)["resources"]
+        assert "accelerator" not in resources, name
+        assert (resources["cpuLimit"], resources["memoryLimit"]) == (3, 6), name
+
+
+def test_every_container_runs_the_configured_image(spec, tfx_pipeline):
+    containers = [_container(spec, name) for name in spec.root.dag.tasks]
+    images = {c["image"] for c in containers if c}
+    assert images == {IMAGE}
+    pods = {_node_of(name, p.COMPONENT_ORDER) for name, c in zip(spec.root.dag.tasks, containers)
+            if c}
+    assert pods == {n.id for n in tfx_pipeline.components if hasattr(n, "with_platform_config")}
+
+
+def test_beam_components_get_the_distributed_runner(spec):
+    expected = runner.beam_pipeline_args(KubeflowConfig(
+        image=IMAGE, beam_runner="FlinkRunner", flink_master="flink-jobmanager:8081",
+        beam_temp_location=f"{SHARED}/beam-tmp"))
+    assert "--runner=FlinkRunner" in expected and "--flink_master=flink-jobmanager:8081" in expected
+    for name in BEAM_COMPONENTS:
+        args = _container(spec, name)["args"]
+        assert args[-len(expected):] == expected, name
+
+
+def test_repo_schema_is_read_from_the_image_not_the_compiling_machine(spec):
+    params = spec.root.dag.tasks[p.SCHEMA_GEN].inputs.parameters
+    assert params["schema_file"].runtime_value.constant.string_value == (
+        "/pipeline/pipeline/schema/schema.pbtxt")
+
+
+def test_pipeline_settings_reach_the_components(spec):
+    params = spec.root.dag.tasks[p.PUSHER].inputs.parameters
+    push = json.loads(params["push_destination"].runtime_value.constant.string_value)
+    assert push["filesystem"]["base_directory"] == f"{SHARED}/serving/siamese"
+    gen = spec.root.dag.tasks[p.EXAMPLE_GEN].inputs.parameters
+    assert gen["input_base"].runtime_value.constant.string_value == f"{SHARED}/images"
+    assert json.loads(gen["data_config"].runtime_value.constant.string_value)["class_depth"] == 2
+
+
+def test_pair_example_gen_gets_tfx_file_based_driver_hook(spec):
+    """The V2 runner adds the fingerprinting driver only to FileBasedExampleGen subclasses;
+    the runner gives PairExampleGen exactly the hook TFX gives CsvExampleGen."""
+    from tfx import v1 as tfx
+    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+
+    csv_gen = tfx.components.CsvExampleGen(input_base=f"{SHARED}/csv")
+    reference = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+        kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(default_image=IMAGE,
+                                                         use_pipeline_spec_2_1=True)
+    ).run(tfx.dsl.Pipeline(pipeline_name="ref", pipeline_root=f"{SHARED}/ref",
+                           components=[csv_gen], beam_pipeline_args=["--runner=FlinkRunner"]),
+          write_out=False)["pipelineSpec"]
+    ref_hook = reference["deploymentSpec"]["executors"]["CsvExampleGen_executor"]["container"][
+        "lifecycle"]["preCacheCheck"]
+    hook = _container(spec, p.EXAMPLE_GEN)["lifecycle"]["preCacheCheck"]
+    assert hook["command"] == ref_hook["command"]
+    assert hook["args"][:3] == ref_hook["args"][:3] == [
+        "--json_serialized_invocation_args", "{{$}}", "--json_serialized_inputs_spec_args"]
+    inputs = json.loads(hook["args"][3])["parameters"]
+    assert {"input_base", "input_config"} <= set(inputs)
+    assert "--runner=FlinkRunner" in hook["args"]
+    # Open-source KFP does not run the hook: ingestion is never served from the cache.
+    assert spec.root.dag.tasks[p.EXAMPLE_GEN].caching_options.enable_cache is False
+    assert spec.root.dag.tasks[p.TRAINER].caching_options.enable_cache is True
+
+
+def test_dataflow_args_run_workers_in_the_pipeline_image():
+    args = runner.beam_pipeline_args(KubeflowConfig(
+        image=IMAGE, dataflow_project="proj", dataflow_region="europe-west4",
+        beam_temp_location="gs://b/tmp", beam_extra_args=("--max_num_workers=8",)))
+    assert args == ["--runner=DataflowRunner", "--temp_location=gs://b/tmp", "--project=proj",
+                    "--region=europe-west4", f"--sdk_container_image={IMAGE}",
+                    "--experiments=use_runner_v2", "--max_num_workers=8"]
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(beam_runner="DirectRunner"), "DirectRunner"),
+    (dict(beam_runner="DataflowRunner", beam_temp_location="gs://b/t"), "dataflow_project"),
+    (dict(beam_runner="SparkRunner"), "spark_master_url"),
+    (dict(beam_runner="FlinkRunner", flink_master="f:1", trainer_gpu_count=-1), "gpu_count"),
+])
+def test_kubeflow_config_refuses_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        KubeflowConfig(image=IMAGE, **settings)
+
+
+@pytest.mark.parametrize("field", ["pipeline_root", "serving_dir", "image_root"])
+def test_paths_the_pods_cannot_see_are_refused(field):
+    values = dict(pipeline_root=f"{SHARED}/r", serving_dir="/mnt/pvc/serving")
+    image_root = "gs://b/images"
+    if field == "image_root":
+        image_root = "data/images"
+    else:
+        values[field] = "runs/local"
+    config = PipelineConfig(data=DataConfig(image_root=image_root), **values)
+    with pytest.raises(ValueError, match=field):
+        runner.check_locations(config)
+
+
+def test_cli_compile_reports_config_errors(tmp_path, capsys):
+    from pipeline.cli import main
+
+    args = [a if a != "FlinkRunner" else "SparkRunner" for a in COMPILE_ARGS]
+    assert main(["kubeflow", "compile", "--output", str(tmp_path / "x.yaml")] + args) == 2
+    assert "spark_master_url" in capsys.readouterr().err
