@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import Sequence
 
 
@@ -16,11 +17,13 @@ def _configure_runtime() -> None:
     # TFX 1.16 on TF 2.16 needs Keras 2 (tf-keras); this must be set before TensorFlow loads.
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # google-api-core warns on import about Python 3.11's end of life, once per package.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\..*")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from kubeflow import cli as kubeflow_cli
-    from pipeline import commands
+    from pipeline import commands, data_report, quality
     from serving import cli as serving_cli
 
     parser = argparse.ArgumentParser(
@@ -29,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(subparsers)
+    data_report.register(subparsers)
+    quality.register(subparsers)
     serving_cli.register(subparsers)
     kubeflow_cli.register(subparsers)
     return parser

@@ -17,8 +17,13 @@ from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
 
-BACKBONES = ("small_conv",)
-LOSSES = ("contrastive",)
+# small_conv, koch (Koch et al. 2015) and vgg are built here; the others are keras.applications
+# backbones (weights=None, or ModelConfig.backbone_weights), resized up to their minimum input.
+BACKBONES = ("small_conv", "koch", "vgg", "mobilenet_v2", "resnet50", "inception_v3",
+             "efficientnet_b0")
+# contrastive and triplet train the euclidean head; binary_crossentropy the l1_sigmoid (Koch)
+# and matchnet heads.
+LOSSES = ("contrastive", "triplet", "binary_crossentropy")
 
 
 def _opt(default: Any, help: str, **kwargs: Any) -> Any:
@@ -82,13 +87,40 @@ class ModelConfig:
     """The Siamese network: one shared backbone, a distance head and its loss."""
 
     backbone: str = _opt("small_conv", "Backbone shared by both branches.", choices=BACKBONES)
+    backbone_weights: str = _opt(
+        "",
+        "Local weights file for a keras.applications backbone (include_top=False). Empty: "
+        "random initialisation (nothing is ever downloaded).",
+    )
     embedding_dim: int = _opt(64, "Size of the embedding the backbone produces.")
+    head: str = _opt(
+        "euclidean",
+        "Distance head: euclidean (distance of unit embeddings; contrastive or triplet loss), "
+        "l1_sigmoid (Koch et al.: dense sigmoid on |a - b|) or matchnet (learned metric network "
+        "on the concatenated embeddings); both of the latter train with binary_crossentropy.",
+        choices=("euclidean", "l1_sigmoid", "matchnet"),
+    )
     loss: str = _opt("contrastive", "Training loss.", choices=LOSSES)
-    margin: float = _opt(1.0, "Contrastive-loss margin: different pairs are pushed this far apart.")
+    margin: float = _opt(
+        1.0,
+        "Margin of the contrastive loss (different pairs are pushed this far apart) and of the "
+        "triplet loss (negatives this much farther than positives).",
+    )
+    shared_weights: bool = _opt(
+        True,
+        "One backbone for both images (Siamese). --no-shared-weights builds a PSEUDO-Siamese "
+        "network (two unshared branches), for comparison only; its embed signature uses the "
+        "left branch.",
+    )
 
     def __post_init__(self) -> None:
         _check(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}")
         _check(self.loss in LOSSES, f"loss must be one of {LOSSES}")
+        _check(self.head in ("euclidean", "l1_sigmoid", "matchnet"),
+               "head must be euclidean, l1_sigmoid or matchnet")
+        _check((self.head == "euclidean") == (self.loss in ("contrastive", "triplet")),
+               f"head {self.head!r} cannot train with loss {self.loss!r}: the euclidean head "
+               "takes contrastive or triplet, l1_sigmoid and matchnet take binary_crossentropy")
         _check(self.embedding_dim >= 2, "embedding_dim must be >= 2")
         _check(self.margin > 0, "margin must be > 0")
 
@@ -103,12 +135,50 @@ class TrainConfig:
     calibration_steps: int = _opt(
         20, "Eval-split batches used to calibrate the match threshold after training."
     )
+    augment: bool = _opt(
+        False,
+        "Random small affine distortions (rotation, shear, scale, shift, as Koch et al.) of "
+        "the training images, on the fly; never applied to eval data or in the served model.",
+    )
+    threshold_mode: str = _opt(
+        "accuracy",
+        "How the match threshold is calibrated on the eval split: accuracy (the distance that "
+        "maximises accuracy) or false_match_rate (the largest distance whose false-match rate "
+        "is at most --target-false-match-rate).",
+        choices=("accuracy", "false_match_rate"),
+    )
+    target_false_match_rate: float = _opt(
+        0.01, "The false-match rate the threshold must meet with --threshold-mode "
+        "false_match_rate."
+    )
+    curve_every: int = _opt(
+        50, "Steps between points of the training curves (TensorBoard and training_curves.png)."
+    )
+    per_replica_batch_size: int = _opt(
+        0,
+        "Pairs per replica per step; > 0 makes the global batch this x the replicas in sync "
+        "(GPUs x workers). 0: --batch-size is the global batch, split across replicas.",
+    )
+    checkpoint_steps: int = _opt(
+        100, "Steps between backups in <model_run_dir>/backup; a preempted worker resumes from "
+        "the last one."
+    )
+    mixed_precision: bool = _opt(
+        False, "float16 compute on GPU (float32 variables, loss and outputs)."
+    )
 
     def __post_init__(self) -> None:
         _check(self.train_steps >= 1, "train_steps must be >= 1")
+        _check(self.per_replica_batch_size >= 0, "per_replica_batch_size must be >= 0")
+        _check(self.checkpoint_steps >= 1, "checkpoint_steps must be >= 1")
         _check(self.batch_size >= 2, "batch_size must be >= 2")
         _check(self.learning_rate > 0, "learning_rate must be > 0")
         _check(self.calibration_steps >= 1, "calibration_steps must be >= 1")
+        _check(self.threshold_mode in ("accuracy", "false_match_rate"),
+               "threshold_mode must be accuracy or false_match_rate")
+        _check(0.0 <= self.target_false_match_rate <= 1.0,
+               "target_false_match_rate must be in [0, 1]")
+        _check(self.curve_every >= 1, "curve_every must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -123,6 +193,48 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """What the examples must satisfy before anything is trained on them (DataValidationGate)."""
+
+    schema_path: str = _opt(
+        "",
+        "Curated schema (schema.pbtxt) the examples are validated against. Empty: the repo's "
+        "pipeline/schema/schema.pbtxt.",
+    )
+    allow_anomalies: bool = _opt(
+        False,
+        "Let this run train on data with anomalies (schema, drift, class balance, split "
+        "sizes). They are still reported, and the run summary says they were overridden.",
+    )
+    max_label_drift: float = _opt(
+        0.1,
+        "Largest Jensen-Shannon divergence of each split's label distribution from the previous "
+        "accepted run's (a run the gate passed or was overridden on).",
+    )
+    max_image_size_drift: float = _opt(
+        0.1,
+        "Largest Jensen-Shannon divergence of each split's image height and width "
+        "distributions from the previous accepted run's.",
+    )
+    min_positive_fraction: float = _opt(
+        0.3, "Smallest share of label-1 (same identity) pairs in each split."
+    )
+    max_positive_fraction: float = _opt(
+        0.7, "Largest share of label-1 (same identity) pairs in each split."
+    )
+    min_split_examples: int = _opt(2, "Fewest pairs each split (train, eval) must hold.")
+
+    def __post_init__(self) -> None:
+        _check(self.max_label_drift >= 0, "max_label_drift must be >= 0")
+        _check(self.max_image_size_drift >= 0, "max_image_size_drift must be >= 0")
+        _check(
+            0.0 <= self.min_positive_fraction <= self.max_positive_fraction <= 1.0,
+            "need 0 <= min_positive_fraction <= max_positive_fraction <= 1",
+        )
+        _check(self.min_split_examples >= 1, "min_split_examples must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -141,6 +253,7 @@ class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

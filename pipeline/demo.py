@@ -12,14 +12,15 @@ from pipeline.datasets import write_digits
 
 
 def demo_config() -> PipelineConfig:
-    """Settings that train a useful digits model in about a minute on 2 CPU cores."""
+    """Settings for the digits: 7 digits train, 3 are held out as the eval split (seed 0 holds
+    out 3, 5 and 6, the hardest trio to tell apart); a few minutes on 2 CPU cores."""
     return PipelineConfig(
         pipeline_name="siamese-tfx-demo",
         model_name="digits",
         data=DataConfig(num_train_pairs=4000, num_eval_pairs=1000, eval_class_fraction=0.3),
-        image=ImageConfig(height=32, width=32, channels=1),
-        train=TrainConfig(train_steps=1500, batch_size=64, calibration_steps=15),
-        eval=EvalConfig(min_accuracy=0.75, min_auc=0.8),
+        image=ImageConfig(height=24, width=24, channels=1),
+        train=TrainConfig(train_steps=1200, batch_size=64, calibration_steps=15),
+        eval=EvalConfig(min_accuracy=0.7, min_auc=0.75),
     )
 
 

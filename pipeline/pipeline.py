@@ -9,27 +9,38 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.dsl.components.base.base_node import BaseNode
+from tfx.types import channel
 
 from components import features
 from components.pair_example_gen.component import PairExampleGen
-from pipeline.config import PipelineConfig, section_to_dict
+from components.validation_gate.component import DataValidationGate, DataValidationResult
+from pipeline.config import PipelineConfig, ValidationConfig, section_to_dict
 
 PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
 RUN_FN = "components.trainer.train.run_fn"
+# The curated schema kept in the repo (ValidationConfig.schema_path overrides it).
+DEFAULT_SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema",
+                              "schema.pbtxt")
 
 # Component ids, in pipeline order (runners and summaries refer to them).
 EXAMPLE_GEN = "PairExampleGen"
 STATISTICS_GEN = "StatisticsGen"
-SCHEMA_GEN = "SchemaGen"
+SCHEMA_GEN = "ImportSchemaGen"
 EXAMPLE_VALIDATOR = "ExampleValidator"
+NO_PREVIOUS_VALIDATION = "no_previous_validation_importer"
+VALIDATION_RESOLVER = "previous_validation_resolver"
+VALIDATION_GATE = "DataValidationGate"
 TRANSFORM = "Transform"
 TRAINER = "Trainer"
 MODEL_RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "Evaluator"
 PUSHER = "Pusher"
-COMPONENT_ORDER = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR, TRANSFORM,
+COMPONENT_ORDER = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR,
+                   NO_PREVIOUS_VALIDATION, VALIDATION_RESOLVER, VALIDATION_GATE, TRANSFORM,
                    TRAINER, MODEL_RESOLVER, EVALUATOR, PUSHER)
 
 
@@ -72,6 +83,49 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
 
 
+def make_validation(
+    examples: channel.BaseChannel, validation: ValidationConfig, pipeline_root: str
+) -> dict[str, BaseNode]:
+    """The data validation nodes for `examples`, by component id, in pipeline order.
+
+    The curated schema is imported, not inferred, so a label outside {0, 1} or a missing feature
+    is an anomaly. The gate fails the run on any anomaly (ExampleValidator's, class balance,
+    split sizes, drift from the previous accepted run's result, which the resolver finds under
+    `pipeline_root`'s pipeline) unless `validation.allow_anomalies`.
+    """
+    # LatestArtifactStrategy (the one Kubeflow V2 also runs) fails when it finds nothing, so a
+    # result without drift statistics, imported once, stands for "no previous run": its URI is
+    # the pipeline root (it exists, and holds no drift_statistics/). Any real result is newer.
+    no_previous = tfx.dsl.Importer(
+        source_uri=pipeline_root, artifact_type=DataValidationResult
+    ).with_id(NO_PREVIOUS_VALIDATION)
+    previous = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        result=tfx.dsl.Channel(type=DataValidationResult),
+    ).with_id(VALIDATION_RESOLVER)
+    previous.add_upstream_node(no_previous)
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=examples,
+        # Image domain statistics (the image format histogram) for the image features.
+        stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True),
+    ).with_id(STATISTICS_GEN)
+    schema_gen = tfx.components.ImportSchemaGen(
+        schema_file=validation.schema_path or DEFAULT_SCHEMA
+    ).with_id(SCHEMA_GEN)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    ).with_id(EXAMPLE_VALIDATOR)
+    gate = DataValidationGate(
+        examples=examples,
+        statistics=statistics_gen.outputs["statistics"],
+        anomalies=example_validator.outputs["anomalies"],
+        previous_result=previous.outputs["result"],
+        validation=validation,
+    ).with_id(VALIDATION_GATE)
+    nodes = (statistics_gen, schema_gen, example_validator, no_previous, previous, gate)
+    return {node.id: node for node in nodes}
+
+
 def create_pipeline(
     config: PipelineConfig,
     metadata_connection_config: Optional[tfx.orchestration.metadata.ConnectionConfig] = None,
@@ -81,26 +135,22 @@ def create_pipeline(
     if not config.pipeline_root or not config.serving_dir:
         raise ValueError("PipelineConfig needs pipeline_root and serving_dir")
     example_gen = PairExampleGen(data=config.data).with_id(EXAMPLE_GEN)
-    statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs["examples"]
-    ).with_id(STATISTICS_GEN)
-    schema_gen = tfx.components.SchemaGen(
-        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
-    ).with_id(SCHEMA_GEN)
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
-    ).with_id(EXAMPLE_VALIDATOR)
+    validation = make_validation(example_gen.outputs["examples"], config.validation,
+                                 config.pipeline_root)
+    schema = validation[SCHEMA_GEN].outputs["schema"]
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
-        schema=schema_gen.outputs["schema"],
+        schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
         custom_config={"image": section_to_dict(config.image)},
     ).with_id(TRANSFORM)
+    # Nothing is transformed (or trained) before the gate has passed the data.
+    transform.add_upstream_node(validation[VALIDATION_GATE])
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
+        schema=schema,
         train_args=tfx.proto.TrainArgs(num_steps=config.train.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=config.train.calibration_steps),
         custom_config={
@@ -135,8 +185,8 @@ def create_pipeline(
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                    trainer, model_resolver, evaluator, pusher],
+        components=[example_gen, *validation.values(), transform, trainer, model_resolver,
+                    evaluator, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),

@@ -6,11 +6,17 @@ behind three explicit serving signatures.
 - `compare`: left_image, right_image (encoded image bytes) -> distance, similarity, match.
 - `embed`: image (encoded bytes) -> embedding.
 
-similarity = sigmoid((threshold - distance) / temperature): 0.5 exactly at the threshold, so a
-0.5 cut on it (TFMA's BinaryAccuracy) is the calibrated decision.
+For every head, distance >= 0 (larger = less similar) and match = distance <= threshold (the
+threshold calibrated on the eval split, a variable of the SavedModel). similarity =
+sigmoid((threshold - distance) / temperature), kept at >= 0.5 exactly when match (float32
+rounding near the threshold cannot flip it), so a 0.5 cut on it (TFMA's BinaryAccuracy) is the
+calibrated decision. The temperature is a tenth of the head's distance scale (the margin for the
+euclidean head, 1 for the probability heads).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -21,7 +27,8 @@ from serving.warmup import write_warmup_requests
 
 keras = tf.keras
 
-TEMPERATURE_FRACTION = 0.1  # of the margin: how steeply similarity falls around the threshold
+TEMPERATURE_FRACTION = 0.1  # of the distance scale: how steeply similarity falls at the threshold
+_BELOW_HALF = 0.49999997  # the largest float32 below 0.5
 
 
 def _pair_outputs(model: keras.Model, left: tf.Tensor, right: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -34,10 +41,13 @@ def _pair_outputs(model: keras.Model, left: tf.Tensor, right: tf.Tensor) -> dict
          for k in features.IMAGE_KEYS}
     )
     distance = tf.reshape(distance, [-1])
+    match = distance <= model.match_threshold
+    similarity = tf.sigmoid((model.match_threshold - distance) / model.temperature)
+    similarity = tf.where(match, tf.maximum(similarity, 0.5), tf.minimum(similarity, _BELOW_HALF))
     return {
         features.DISTANCE: distance,
-        features.SIMILARITY: tf.sigmoid((model.match_threshold - distance) / model.temperature),
-        features.MATCH: distance <= model.match_threshold,
+        features.SIMILARITY: similarity,
+        features.MATCH: match,
     }
 
 
@@ -100,13 +110,16 @@ def export_model(
     export_dir: str,
     image: ImageConfig,
     model_name: str,
+    distance_scale: Optional[float] = None,
 ) -> None:
     """Writes the SavedModel with its signatures, and TF Serving's warmup requests, to
-    `export_dir`."""
+    `export_dir`. `distance_scale` (heads.distance_scale) sets the similarity's temperature;
+    None: the margin."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     model.match_threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32,
                                         name="match_threshold")
-    model.temperature = tf.constant(TEMPERATURE_FRACTION * margin, dtype=tf.float32)
+    scale = margin if distance_scale is None else distance_scale
+    model.temperature = tf.constant(TEMPERATURE_FRACTION * scale, dtype=tf.float32)
     signatures = make_serving_signatures(model, backbone, tf_transform_output)
     model.save(export_dir, save_format="tf", signatures=signatures)
     write_warmup_requests(export_dir, model_name, warmup_images(image))

@@ -8,6 +8,8 @@ import tensorflow as tf
 
 keras = tf.keras
 
+_CLIP = 1e-7
+
 
 @keras.utils.register_keras_serializable(package="siamese_tfx")
 class ContrastiveLoss(keras.losses.Loss):
@@ -32,3 +34,120 @@ class ContrastiveLoss(keras.losses.Loss):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "margin": self.margin}
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class DistanceBinaryCrossEntropy(keras.losses.Loss):
+    """Binary cross-entropy for the probability heads (l1_sigmoid, matchnet).
+
+    y_true is the pair label: **1 = same identity, 0 = different**. y_pred is the head's
+    distance d = 1 - p(same), in (0, 1). Per pair:
+        -[y * log(1 - d) + (1 - y) * log(d)]
+    with d clipped to [1e-7, 1 - 1e-7], and the mean over the batch.
+    """
+
+    def __init__(self, name: str = "distance_binary_crossentropy", **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        distance = tf.clip_by_value(tf.reshape(tf.cast(y_pred, tf.float32), [-1]),
+                                    _CLIP, 1.0 - _CLIP)
+        same = tf.reshape(tf.cast(y_true, tf.float32), [-1])
+        return -(same * tf.math.log(1.0 - distance) + (1.0 - same) * tf.math.log(distance))
+
+
+def pseudo_classes(labels: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+    """Class ids of the 2B images of B pairs (left images first, then right): pair i's left
+    image is class i; its right image is class i too when label_i = 1 (same identity), else
+    class B + i. Two pairs that happen to share a class are taken as different classes."""
+    index = tf.range(batch)
+    same = tf.cast(tf.reshape(labels, [-1]), tf.bool)
+    return tf.concat([index, tf.where(same, index, index + batch)], axis=0)
+
+
+def semi_hard_triplet_loss(classes: tf.Tensor, embeddings: tf.Tensor,
+                           margin: float) -> tf.Tensor:
+    """Triplet loss with online semi-hard negative mining (Schroff et al. 2015, FaceNet).
+
+    For every anchor a and positive p (same class, a != p) in the batch, the negative n is the
+    closest one FARTHER than p (semi-hard: d(a,p) < d(a,n)); when there is none, the farthest
+    negative. Loss per (a, p): max(0, d(a,p) - d(a,n) + margin), Euclidean distances; the mean
+    over all (a, p), 0 when the batch has no positive.
+    """
+    embeddings = tf.cast(embeddings, tf.float32)
+    squared = tf.reduce_sum(tf.square(embeddings[:, None, :] - embeddings[None, :, :]), -1)
+    dist = tf.sqrt(tf.maximum(squared, 1e-12))
+    classes = tf.reshape(classes, [-1])
+    same = tf.equal(classes[:, None], classes[None, :])
+    n = tf.shape(classes)[0]
+    positive = tf.logical_and(same, tf.logical_not(tf.eye(n, dtype=tf.bool)))
+    negative = tf.logical_not(same)
+    # [a, p, n]: n is a negative of a farther from a than p.
+    d_ap = dist[:, :, None]
+    d_an = dist[:, None, :]
+    semi_hard = tf.logical_and(negative[:, None, :], d_an > d_ap)
+    big = tf.reduce_max(dist) + 1.0
+    closest_semi_hard = tf.reduce_min(tf.where(semi_hard, d_an, big), axis=2)
+    farthest_negative = tf.reduce_max(tf.where(negative, dist, 0.0), axis=1)[:, None]
+    has_semi_hard = tf.reduce_any(semi_hard, axis=2)
+    chosen = tf.where(has_semi_hard, closest_semi_hard, farthest_negative)
+    per_pair = tf.maximum(dist - chosen + margin, 0.0)
+    # Anchors with no negative at all contribute nothing.
+    valid = tf.logical_and(positive, tf.reduce_any(negative, axis=1)[:, None])
+    count = tf.reduce_sum(tf.cast(valid, tf.float32))
+    return tf.reduce_sum(tf.where(valid, per_pair, 0.0)) / tf.maximum(count, 1.0)
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class SemiHardTripletLoss(keras.losses.Loss):
+    """Triplet loss with online semi-hard mining over a batch of pairs (see
+    `semi_hard_triplet_loss`).
+
+    y_true is the pair label: **1 = same identity, 0 = different**; it assigns the 2B images of
+    the batch to classes (`pseudo_classes`: a same pair's two images form one class, every other
+    image its own). y_pred is [B, 2 * dim]: each pair's left and right embeddings, concatenated.
+    Returns one value for the whole batch.
+    """
+
+    def __init__(self, margin: float = 1.0, name: str = "semi_hard_triplet_loss",
+                 **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+        self.margin = float(margin)
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        left, right = tf.split(tf.cast(y_pred, tf.float32), 2, axis=-1)
+        classes = pseudo_classes(y_true, tf.shape(left)[0])
+        return semi_hard_triplet_loss(classes, tf.concat([left, right], 0), self.margin)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "margin": self.margin}
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class PairAccuracy(keras.metrics.Mean):
+    """Share of pairs decided right at a FIXED distance cut (match: d <= threshold); label 1 =
+    same identity. With `from_embeddings`, y_pred is [B, 2 * dim] (the triplet model's output)
+    and d is the Euclidean distance of its halves. A training-curve proxy only: the served
+    threshold is calibrated after training."""
+
+    def __init__(self, threshold: float = 0.5, from_embeddings: bool = False,
+                 name: str = "pair_accuracy", **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+        self.threshold = float(threshold)
+        self.from_embeddings = bool(from_embeddings)
+
+    def update_state(self, y_true: tf.Tensor, y_pred: tf.Tensor,
+                     sample_weight: Any = None) -> Any:
+        y_pred = tf.cast(y_pred, tf.float32)
+        if self.from_embeddings:
+            left, right = tf.split(y_pred, 2, axis=-1)
+            distance = tf.norm(left - right, axis=-1)
+        else:
+            distance = tf.reshape(y_pred, [-1])
+        same = tf.reshape(tf.cast(y_true, tf.bool), [-1])
+        correct = tf.cast(tf.equal(distance <= self.threshold, same), tf.float32)
+        return super().update_state(correct, sample_weight=sample_weight)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "threshold": self.threshold,
+                "from_embeddings": self.from_embeddings}

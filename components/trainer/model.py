@@ -1,72 +1,80 @@
 """The Siamese network: ONE backbone called on both images, and a distance head.
 
 Both branches are the same Keras model object, so they share one set of weights: the Siamese
-model's parameter count is the backbone's plus the head's (the Euclidean head has none).
+model's parameter count is the backbone's plus the head's (the Euclidean head has none). With
+`ModelConfig.shared_weights=False` it is instead a PSEUDO-Siamese network (two backbones with
+their own weights), built only to compare against.
+
+Backbones are in `backbones.py`, heads in `heads.py`, losses in `losses.py`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Optional
 
 import tensorflow as tf
 
 from components import features
-from pipeline.config import ImageConfig, ModelConfig
+from components.trainer import heads, losses
+from components.trainer.backbones import build_backbone
+from components.trainer.layers import ConcatEmbeddings, EuclideanDistance, L2Normalize
 
 keras = tf.keras
 
-_EPSILON = 1e-12
+__all__ = ["EuclideanDistance", "L2Normalize", "build_backbone", "build_siamese",
+           "training_model", "loss_for", "metrics_for"]
+
+from pipeline.config import ImageConfig, ModelConfig  # noqa: E402
 
 
-@keras.utils.register_keras_serializable(package="siamese_tfx")
-class EuclideanDistance(keras.layers.Layer):
-    """||a - b||_2 per row, as a [batch] vector; kept away from sqrt(0) so its gradient is finite."""
-
-    def call(self, inputs: Any) -> tf.Tensor:
-        a, b = inputs
-        squared = tf.reduce_sum(tf.square(a - b), axis=-1)
-        return tf.sqrt(tf.maximum(squared, _EPSILON))
-
-
-@keras.utils.register_keras_serializable(package="siamese_tfx")
-class L2Normalize(keras.layers.Layer):
-    """Scales each embedding to unit length, so distances lie in [0, 2]."""
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        return tf.math.l2_normalize(inputs, axis=-1)
-
-
-def _small_conv(image: ImageConfig, model: ModelConfig) -> keras.Model:
-    inputs = keras.Input((image.height, image.width, image.channels), name="image")
-    x = inputs
-    for filters in (32, 64, 128):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-        x = keras.layers.MaxPooling2D(2)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(model.embedding_dim)(x)
-    return keras.Model(inputs, L2Normalize()(x), name="small_conv")
-
-
-BACKBONE_BUILDERS: dict[str, Callable[[ImageConfig, ModelConfig], keras.Model]] = {
-    "small_conv": _small_conv,
-}
-
-
-def build_backbone(image: ImageConfig, model: ModelConfig) -> keras.Model:
-    """The embedding network: [batch, H, W, C] in [0, 1] -> [batch, embedding_dim]."""
-    return BACKBONE_BUILDERS[model.backbone](image, model)
-
-
-def build_siamese(image: ImageConfig, model: ModelConfig) -> tuple[keras.Model, keras.Model]:
+def build_siamese(image: ImageConfig, model: ModelConfig,
+                  backbone: Optional[keras.Model] = None) -> tuple[keras.Model, keras.Model]:
     """Returns (siamese, backbone). The Siamese model maps the transformed image features
-    {left_image_xf, right_image_xf} to their embeddings' Euclidean distance, [batch]."""
-    backbone = build_backbone(image, model)
+    {left_image_xf, right_image_xf} to the head's distance, [batch] (>= 0, larger = less
+    similar). `backbone` embeds one image (the left branch's, for a pseudo-Siamese network);
+    pass one to reuse an existing embedding network (Siamese only)."""
     shape = (image.height, image.width, image.channels)
     inputs = {
         features.transformed_name(key): keras.Input(shape, name=features.transformed_name(key))
         for key in features.IMAGE_KEYS
     }
     left, right = (inputs[features.transformed_name(key)] for key in features.IMAGE_KEYS)
-    distance = EuclideanDistance(name=features.DISTANCE)([backbone(left), backbone(right)])
-    siamese = keras.Model(inputs, distance, name="siamese")
-    return siamese, backbone
+    if model.shared_weights:
+        backbone = right_backbone = backbone or build_backbone(image, model)
+        name = "siamese"
+    else:
+        backbone = build_backbone(image, model, name=f"{model.backbone}_left")
+        right_backbone = build_backbone(image, model, name=f"{model.backbone}_right")
+        name = "pseudo_siamese"
+    distance = heads.build_head(model.head, features.DISTANCE)(
+        [backbone(left), right_backbone(right)])
+    return keras.Model(inputs, distance, name=name), backbone
+
+
+def training_model(siamese: keras.Model, model: ModelConfig) -> keras.Model:
+    """The model the loss trains: the Siamese model itself, except for the triplet loss, which
+    needs the two embeddings ([batch, 2 * dim], left then right) to mine triplets in the batch.
+    It shares every layer with `siamese`."""
+    if model.loss != "triplet":
+        return siamese
+    embeddings = siamese.get_layer(features.DISTANCE).input
+    return keras.Model(siamese.input, ConcatEmbeddings(name="embeddings")(embeddings),
+                       name=f"{siamese.name}_triplet")
+
+
+def loss_for(model: ModelConfig) -> keras.losses.Loss:
+    """The configured loss (`ModelConfig.loss`); label 1 = same identity for all of them."""
+    if model.loss == "contrastive":
+        return losses.ContrastiveLoss(model.margin)
+    if model.loss == "triplet":
+        return losses.SemiHardTripletLoss(model.margin)
+    return losses.DistanceBinaryCrossEntropy()
+
+
+def metrics_for(model: ModelConfig) -> list[keras.metrics.Metric]:
+    """Pair accuracy at a fixed cut during training, for the training curves (the calibrated
+    threshold is only chosen after training): half the margin for the euclidean head, 0.5 for
+    the probability heads."""
+    if model.loss == "triplet":
+        return [losses.PairAccuracy(model.margin / 2, from_embeddings=True)]
+    return [losses.PairAccuracy(heads.distance_scale(model.head, model.margin) / 2)]

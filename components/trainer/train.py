@@ -1,4 +1,10 @@
-"""Training: the TFX Trainer entry point (`run_fn`) and the loop behind it."""
+"""Training: the TFX Trainer entry point (`run_fn`) and the loop behind it.
+
+After training, the match threshold is calibrated on the eval split (TrainConfig.threshold_mode)
+and reported with accuracy, precision, recall, AUC and EER at it, in the log and in
+`<model_run_dir>/training_metrics.json`; the training curves are TensorBoard scalars under
+`<model_run_dir>/curves/` and `<model_run_dir>/training_curves.png`.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components import features
-from components.trainer import calibration, distribute, export, losses, model as model_lib
+from components.trainer import augment, calibration, curves, distribute, export, heads
+from components.trainer import model as model_lib
 from pipeline.config import ImageConfig, ModelConfig, TrainConfig, from_dict
 
 keras = tf.keras
@@ -40,18 +47,37 @@ def make_dataset(
 
 
 def calibrate(
-    model: keras.Model, dataset: tf.data.Dataset, steps: int
+    model: keras.Model, dataset: tf.data.Dataset, steps: int, mode: str = "accuracy",
+    target_false_match_rate: float = 0.01,
 ) -> dict[str, float]:
-    """Distances on `steps` eval batches -> the accuracy-maximising threshold."""
+    """Distances on `steps` eval batches -> the threshold (`calibration.calibrate`'s `mode`) and
+    the verification metrics at it (accuracy, precision, recall, AUC, EER, ...)."""
     distances, labels = [], []
     for batch_features, batch_labels in dataset.take(steps):
         distances.append(np.reshape(model(batch_features, training=False), [-1]))
         labels.append(np.reshape(batch_labels, [-1]))
-    threshold, accuracy = calibration.best_threshold(
-        np.concatenate(distances), np.concatenate(labels)
-    )
-    return {"threshold": threshold, "eval_accuracy_at_threshold": accuracy,
-            "calibration_pairs": int(sum(len(x) for x in labels))}
+    metrics = calibration.calibrate(np.concatenate(distances), np.concatenate(labels), mode,
+                                    target_false_match_rate)
+    return {"threshold": metrics["threshold"], "threshold_mode": mode,
+            "eval_accuracy_at_threshold": metrics["accuracy"],
+            "calibration_pairs": int(sum(len(x) for x in labels)),
+            **{f"eval_{k}": v for k, v in metrics.items() if k != "threshold"}}
+
+
+def compile_for_training(
+    strategy: tf.distribute.Strategy, image: ImageConfig, model_cfg: ModelConfig,
+    learning_rate: float, mixed_precision: bool = False,
+) -> tuple[keras.Model, keras.Model, keras.Model]:
+    """(siamese, backbone, trainable) built in `strategy`'s scope; `trainable` (the Siamese
+    model, or its two-embedding twin for the triplet loss) is compiled with Adam, the configured
+    loss and the pair-accuracy curve metric."""
+    with strategy.scope():
+        siamese, backbone = distribute.build_model(image, model_cfg, mixed_precision)
+        trainable = model_lib.training_model(siamese, model_cfg)
+        trainable.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                          loss=model_lib.loss_for(model_cfg),
+                          metrics=model_lib.metrics_for(model_cfg))
+    return siamese, backbone, trainable
 
 
 # TFX Trainer calls this.
@@ -62,31 +88,45 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf.keras.utils.set_random_seed(fn_args.custom_config.get("seed", 0))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
+    # Settings still to be added to TrainConfig are read from the raw section, with defaults.
+    train_settings = fn_args.custom_config["train"]
     strategy = distribute.choose_strategy()
-    logging.info("Training with %s, %d replica(s)", type(strategy).__name__,
-                 strategy.num_replicas_in_sync)
+    batch_size = distribute.global_batch_size(train_settings, strategy.num_replicas_in_sync)
+    logging.info("Training with %s, %d replica(s), global batch %d", type(strategy).__name__,
+                 strategy.num_replicas_in_sync, batch_size)
     train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                            train_cfg.batch_size)
+                            batch_size)
     eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                           train_cfg.batch_size, shuffle=False)
-    with strategy.scope():
-        siamese, backbone = model_lib.build_siamese(image, model_cfg)
-        siamese.compile(
-            optimizer=keras.optimizers.Adam(train_cfg.learning_rate),
-            loss=losses.ContrastiveLoss(model_cfg.margin),
-        )
-    history = siamese.fit(
-        train_ds,
-        steps_per_epoch=fn_args.train_steps,
-        epochs=1,
-        verbose=2,
-        callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)],
-    )
-    result = calibrate(siamese, eval_ds, fn_args.eval_steps)
+                           batch_size, shuffle=False)
+    if train_cfg.augment:  # Training batches only: the served model never sees it.
+        train_ds = augment.augment_pairs(train_ds)
+    siamese, backbone, trainable = compile_for_training(
+        strategy, image, model_cfg, train_cfg.learning_rate,
+        mixed_precision=bool(train_settings.get("mixed_precision", False)))
+    callbacks = []
+    if distribute.is_chief():
+        callbacks.append(curves.TrainingCurves(
+            fn_args.model_run_dir, train_cfg.curve_every, eval_ds, model_lib.loss_for(model_cfg),
+            model_lib.metrics_for(model_cfg)[0]))
+    history = distribute.fit(trainable, train_ds, fn_args.train_steps, fn_args.model_run_dir,
+                             distribute.checkpoint_steps(train_settings), callbacks=callbacks)
+    result = calibrate(siamese, eval_ds, fn_args.eval_steps, train_cfg.threshold_mode,
+                       train_cfg.target_false_match_rate)
     result["final_train_loss"] = float(history.history["loss"][-1])
-    logging.info("Calibrated: %s", result)
+    result.update(backbone=model_cfg.backbone, head=model_cfg.head, loss=model_cfg.loss,
+                  shared_weights=model_cfg.shared_weights)
+    logging.info("Calibrated on the eval split (threshold by %s): threshold %.4f, accuracy "
+                 "%.4f, precision %.4f, recall %.4f, AUC %.4f, EER %.4f", result["threshold_mode"],
+                 result["threshold"], result["eval_accuracy"], result["eval_precision"],
+                 result["eval_recall"], result["eval_auc"], result["eval_eer"])
+    # Only the chief writes the SavedModel and the metrics; the other workers export to a
+    # temporary directory (saving may need every worker) and delete it.
+    export_dir = distribute.write_dir(fn_args.serving_model_dir)
     export.export_model(siamese, backbone, tf_transform_output, result["threshold"],
-                        model_cfg.margin, fn_args.serving_model_dir, image,
-                        fn_args.custom_config["model_name"])
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
-        f.write(json.dumps(result, indent=1))
+                        model_cfg.margin, export_dir, image,
+                        fn_args.custom_config["model_name"],
+                        distance_scale=heads.distance_scale(model_cfg.head, model_cfg.margin))
+    distribute.discard(export_dir, fn_args.serving_model_dir)
+    if distribute.is_chief():
+        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
+            f.write(json.dumps(result, indent=1))

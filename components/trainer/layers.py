@@ -1,0 +1,57 @@
+"""Registered Keras layers of the Siamese network (no Lambda layers), so a SavedModel reloads
+anywhere without custom objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+keras = tf.keras
+
+_EPSILON = 1e-12
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class EuclideanDistance(keras.layers.Layer):
+    """||a - b||_2 per row, as a [batch] vector; kept away from sqrt(0) so its gradient is finite."""
+
+    def call(self, inputs: Any) -> tf.Tensor:
+        a, b = inputs
+        squared = tf.reduce_sum(tf.square(a - b), axis=-1)
+        return tf.sqrt(tf.maximum(squared, _EPSILON))
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class L2Normalize(keras.layers.Layer):
+    """Scales each embedding to unit length, so distances lie in [0, 2]."""
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return tf.math.l2_normalize(inputs, axis=-1)
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class ImageNetPreprocess(keras.layers.Layer):
+    """[0, 1] RGB images -> what keras.applications `family` expects (its `preprocess_input` on
+    0..255 pixels): [-1, 1] for mobilenet_v2/inception_v3, caffe BGR mean-subtracted for resnet50,
+    0..255 for efficientnet (which normalises inside the network)."""
+
+    def __init__(self, family: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.family = family
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        module = getattr(keras.applications, self.family)
+        return module.preprocess_input(inputs * 255.0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "family": self.family}
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class ConcatEmbeddings(keras.layers.Layer):
+    """[left, right] embeddings -> [batch, 2 * dim]: the triplet loss's y_pred (it splits it)."""
+
+    def call(self, inputs: Any) -> tf.Tensor:
+        a, b = inputs
+        return tf.concat([tf.cast(a, tf.float32), tf.cast(b, tf.float32)], axis=-1)

@@ -1,0 +1,110 @@
+"""Losses and heads on hand-worked values. Label 1 = same identity, for every loss."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.trainer import heads, losses
+from components.trainer import model as model_lib
+from pipeline.config import ImageConfig, ModelConfig
+
+
+def test_binary_crossentropy_on_distance_hand_computed():
+    # d = 1 - p(same). Same pair at d=0.1 costs -log(0.9); different pair at d=0.8 -log(0.8).
+    loss = losses.DistanceBinaryCrossEntropy()(np.array([1.0, 0.0]), np.array([0.1, 0.8]))
+    assert float(loss) == pytest.approx((-np.log(0.9) - np.log(0.8)) / 2, rel=1e-6)
+    # The convention: label 1 at a small distance is cheap, label 0 there is dear.
+    cheap = losses.DistanceBinaryCrossEntropy()(np.array([1.0]), np.array([0.05]))
+    dear = losses.DistanceBinaryCrossEntropy()(np.array([0.0]), np.array([0.05]))
+    assert float(cheap) < 0.06 < 2.9 < float(dear)
+
+
+def test_semi_hard_triplet_loss_hand_computed():
+    # 1-D embeddings; classes A = {0.0, 0.5}, B = {1.0, 3.0}; margin 1.
+    # (a, p) -> chosen negative -> max(0, d_ap - d_an + 1):
+    #   0.0, 0.5: semi-hard negatives farther than 0.5: 1.0 (d=1) -> 0.5
+    #   0.5, 0.0: farther than 0.5: only 3.0 (d=2.5) -> 0
+    #   1.0, 3.0: none farther than 2 -> farthest negative 0.0 (d=1) -> 2
+    #   3.0, 1.0: farther than 2: 0.5 (d=2.5) -> 0.5          mean: 3 / 4 = 0.75
+    classes = tf.constant([0, 0, 1, 1])
+    embeddings = tf.constant([[0.0], [0.5], [1.0], [3.0]])
+    value = losses.semi_hard_triplet_loss(classes, embeddings, 1.0)
+    assert float(value) == pytest.approx(0.75, abs=1e-6)
+
+
+def test_triplet_loss_takes_classes_from_pair_labels():
+    # y_pred = [left | right] embeddings per pair.
+    pairs = np.array([[0.0, 0.5], [1.0, 3.0]], np.float32)
+    loss = losses.SemiHardTripletLoss(margin=1.0)
+    # Both pairs same identity: the classes of the example above.
+    assert float(loss(np.array([[1], [1]]), pairs)) == pytest.approx(0.75, abs=1e-6)
+    # First pair different: 0.0 and 0.5 are classes of their own; only (1, 3) and (3, 1) remain:
+    # (1, 3): nothing farther than 2 -> 0.0 at d=1 -> 2; (3, 1): 0.5 at 2.5 -> 0.5. Mean 1.25.
+    assert float(loss(np.array([[0], [1]]), pairs)) == pytest.approx(1.25, abs=1e-6)
+    # No same pair at all: no triplet, loss 0.
+    assert float(loss(np.array([[0], [0]]), pairs)) == 0.0
+
+
+def test_pseudo_classes():
+    classes = losses.pseudo_classes(tf.constant([1, 0, 1]), tf.constant(3)).numpy()
+    np.testing.assert_array_equal(classes, [0, 1, 2, 0, 4, 2])
+
+
+def test_pair_accuracy_at_a_fixed_cut():
+    metric = losses.PairAccuracy(threshold=0.5)
+    metric.update_state(np.array([1, 1, 0, 0]), np.array([0.2, 0.7, 0.4, 0.9]))
+    assert float(metric.result()) == pytest.approx(0.5)
+    from_embeddings = losses.PairAccuracy(threshold=1.0, from_embeddings=True)
+    # Pair distances 0.5 (same: right) and 3 (different: right).
+    from_embeddings.update_state(np.array([[1], [0]]), np.array([[0.0, 0.5], [0.0, 3.0]]))
+    assert float(from_embeddings.result()) == 1.0
+
+
+@pytest.mark.parametrize("loss", [losses.DistanceBinaryCrossEntropy(),
+                                  losses.SemiHardTripletLoss(0.3)])
+def test_losses_reload_from_config(loss):
+    again = tf.keras.losses.deserialize(tf.keras.losses.serialize(loss))
+    assert type(again) is type(loss) and again.get_config() == loss.get_config()
+
+
+def test_l1_sigmoid_head_is_a_weighted_l1_with_one_logit():
+    head = heads.L1SigmoidDistance()
+    a, b = np.random.default_rng(0).normal(size=(2, 5, 8)).astype(np.float32)
+    d = head([a, b]).numpy()
+    kernel, bias = head.get_weights()
+    expected = 1 / (1 + np.exp(np.abs(a - b) @ kernel + bias))
+    np.testing.assert_allclose(d, expected.reshape(-1), rtol=1e-5)
+    assert head.count_params() == 8 + 1 and ((d > 0) & (d < 1)).all()
+
+
+def test_matchnet_head_is_symmetric_and_in_unit_interval():
+    head = heads.MetricNetworkDistance(units=16)
+    a, b = np.random.default_rng(1).normal(size=(2, 6, 8)).astype(np.float32)
+    np.testing.assert_allclose(head([a, b]).numpy(), head([b, a]).numpy(), rtol=1e-6)
+    d = head([a, b]).numpy()
+    assert d.shape == (6,) and ((d > 0) & (d < 1)).all()
+
+
+def test_heads_reload_from_config():
+    for layer in (heads.L1SigmoidDistance(), heads.MetricNetworkDistance(units=7)):
+        again = tf.keras.layers.deserialize(tf.keras.layers.serialize(layer))
+        assert type(again) is type(layer) and again.get_config() == layer.get_config()
+
+
+def test_siamese_with_probability_head_reloads_from_its_config(tmp_path):
+    image = ImageConfig(height=16, width=16, channels=1)
+    siamese, _ = model_lib.build_siamese(
+        image, ModelConfig(head="matchnet", loss="binary_crossentropy", embedding_dim=4))
+    path = str(tmp_path / "siamese.h5")  # Rebuilt from get_config: no Lambda, no closure.
+    siamese.save(path)
+    again = tf.keras.models.load_model(path)
+    x = {name: np.random.default_rng(2).uniform(size=(2, 16, 16, 1)).astype(np.float32)
+         for name in ("left_image_xf", "right_image_xf")}
+    np.testing.assert_allclose(again(x).numpy(), siamese(x).numpy(), rtol=1e-5)
+
+
+def test_head_and_loss_must_fit():
+    with pytest.raises(ValueError, match="cannot train with"):
+        ModelConfig(head="l1_sigmoid", loss="contrastive")
+    with pytest.raises(ValueError, match="cannot train with"):
+        ModelConfig(head="euclidean", loss="binary_crossentropy")
