@@ -60,9 +60,22 @@ def compare_many(loaded: Any, lefts: Sequence[bytes], rights: Sequence[bytes],
     return {key: np.concatenate(values) for key, values in outputs.items()}
 
 
+# What the model's decoder (tf.io.decode_image) reads; other formats (PGM, PPM, ...) are
+# converted to PNG first, as PairExampleGen does.
+_DECODABLE = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+
+
 def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+    """Encoded image bytes the exported model can decode."""
+    if path.lower().endswith(_DECODABLE):
+        with open(path, "rb") as f:
+            return f.read()
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with Image.open(path) as image:
+        image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 # --- evaluate -----------------------------------------------------------------------------------

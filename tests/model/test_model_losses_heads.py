@@ -95,7 +95,7 @@ def test_siamese_with_probability_head_reloads_from_its_config(tmp_path):
     image = ImageConfig(height=16, width=16, channels=1)
     siamese, _ = model_lib.build_siamese(
         image, ModelConfig(head="matchnet", loss="binary_crossentropy", embedding_dim=4))
-    path = str(tmp_path / "siamese.h5")  # Rebuilt from get_config: no Lambda, no closure.
+    path = str(tmp_path / "siamese.keras")  # Rebuilt from get_config: no Lambda, no closure.
     siamese.save(path)
     again = tf.keras.models.load_model(path)
     x = {name: np.random.default_rng(2).uniform(size=(2, 16, 16, 1)).astype(np.float32)
