@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.config import PipelineConfig
 
-_SECTIONS = ("data", "image", "model", "train", "eval", "validation")
+_SECTIONS = ("data", "image", "model", "train", "eval", "validation", "infra")
 _PATH_FIELDS = ("pipeline_root", "serving_dir")
 
 

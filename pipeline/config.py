@@ -238,6 +238,27 @@ class ValidationConfig:
 
 
 @dataclass(frozen=True)
+class InfraValidationConfig:
+    """How the candidate model is checked through the serving stack before Pusher may push it
+    (InfraValidator: a separate model server process on 127.0.0.1)."""
+
+    infra_load_timeout_s: float = _opt(
+        180.0, "Seconds the model server process may take to start, load the candidate and "
+        "replay its warmup requests."
+    )
+    infra_request_timeout_s: float = _opt(60.0, "Deadline of each validation request, seconds.")
+    infra_tolerance: float = _opt(
+        1e-5, "Largest difference allowed between an output served over gRPC and the same "
+        "output computed in-process (absolute, and relative to its size)."
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.infra_load_timeout_s > 0, "infra_load_timeout_s must be > 0")
+        _check(self.infra_request_timeout_s > 0, "infra_request_timeout_s must be > 0")
+        _check(self.infra_tolerance >= 0, "infra_tolerance must be >= 0")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """A whole run: names, locations and every component's settings."""
 
@@ -254,6 +275,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    infra: InfraValidationConfig = field(default_factory=InfraValidationConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

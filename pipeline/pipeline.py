@@ -16,6 +16,7 @@ from tfx.dsl.components.base.base_node import BaseNode
 from tfx.types import channel
 
 from components import features
+from components.infra_validator.component import InfraValidator
 from components.pair_example_gen.component import PairExampleGen
 from components.validation_gate.component import DataValidationGate, DataValidationResult
 from pipeline.config import PipelineConfig, ValidationConfig, section_to_dict
@@ -38,10 +39,11 @@ TRANSFORM = "Transform"
 TRAINER = "Trainer"
 MODEL_RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "Evaluator"
+INFRA_VALIDATOR = "InfraValidator"
 PUSHER = "Pusher"
 COMPONENT_ORDER = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR,
                    NO_PREVIOUS_VALIDATION, VALIDATION_RESOLVER, VALIDATION_GATE, TRANSFORM,
-                   TRAINER, MODEL_RESOLVER, EVALUATOR, PUSHER)
+                   TRAINER, MODEL_RESOLVER, EVALUATOR, INFRA_VALIDATOR, PUSHER)
 
 
 def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -173,9 +175,15 @@ def create_pipeline(
         eval_config=make_eval_config(config),
         example_splits=["eval"],
     ).with_id(EVALUATOR)
+    # The candidate must also answer through the serving stack (a separate model server
+    # process) as it does in-process: Pusher needs both blessings.
+    infra_validator = InfraValidator(
+        model=trainer.outputs["model"], infra=config.infra, model_name=config.model_name
+    ).with_id(INFRA_VALIDATOR)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=infra_validator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=os.path.join(config.serving_dir, config.model_name)
@@ -186,7 +194,7 @@ def create_pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, *validation.values(), transform, trainer, model_resolver,
-                    evaluator, pusher],
+                    evaluator, infra_validator, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),

@@ -30,6 +30,9 @@ class RunSummary:
     components: list[ComponentRun] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     blessed: Optional[bool] = None
+    infra_blessed: Optional[bool] = None  # InfraValidator's verdict
+    infra_reason: str = ""  # why infra validation failed
+    infra_checks: Optional[int] = None  # requests checked through the serving stack
     pushed_path: Optional[str] = None
     not_pushed_reason: str = ""
     quarantined: Optional[int] = None
@@ -63,6 +66,11 @@ class RunSummary:
         if self.metrics:
             lines.append("Evaluator metrics (eval split): " + ", ".join(
                 f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())))
+        if self.infra_blessed is not None:
+            lines.append(
+                f"Infra validation: passed ({self.infra_checks} requests answered through a "
+                "model server process as in-process)" if self.infra_blessed
+                else f"Infra validation: FAILED: {self.infra_reason}")
         if self.pushed_path:
             lines.append(f"Pushed model: {self.pushed_path}")
         else:
@@ -120,10 +128,16 @@ def summarize(
             _read_gate(summary, outputs, execution)
         elif name == pipeline_lib.EVALUATOR:
             _read_evaluation(summary, outputs)
+        elif name == pipeline_lib.INFRA_VALIDATOR:
+            _read_infra_validation(summary, outputs)
         elif name == pipeline_lib.PUSHER:
             for a in outputs:
                 if a.custom_properties.get("pushed") and a.custom_properties["pushed"].int_value:
                     summary.pushed_path = a.custom_properties["pushed_destination"].string_value
+    if summary.pushed_path is None and summary.infra_blessed is False:
+        summary.not_pushed_reason = "; ".join(
+            r for r in (summary.not_pushed_reason,
+                        f"infra validation failed: {summary.infra_reason}") if r)
     if summary.pushed_path is None and not summary.not_pushed_reason:
         failed = [c.component for c in summary.components if c.state == "FAILED"]
         if failed:
@@ -164,6 +178,20 @@ def _read_gate(summary: RunSummary, outputs, execution) -> None:
                     with open(path) as f:
                         summary.anomalies = gate_lib.Verdict.from_json(f.read()).lines()
                     return
+
+
+def _read_infra_validation(summary: RunSummary, outputs) -> None:
+    from components.infra_validator import executor as infra_lib
+
+    for a in outputs:
+        if infra_lib.BLESSED_PROPERTY in a.custom_properties:
+            summary.infra_blessed = bool(
+                a.custom_properties[infra_lib.BLESSED_PROPERTY].int_value)
+            summary.infra_reason = a.custom_properties[infra_lib.REASON_PROPERTY].string_value
+            report = os.path.join(a.uri, infra_lib.REPORT_JSON)
+            if os.path.exists(report):
+                with open(report) as f:
+                    summary.infra_checks = len(json.load(f).get("checks", []))
 
 
 def _read_evaluation(summary: RunSummary, outputs) -> None:

@@ -64,7 +64,7 @@ def test_every_component_ran_and_recorded_its_artifacts(first_run, workdir):
     types = {t.name for t in store.get_artifact_types()}
     for expected in ("Examples", "siamese_tfx.QuarantineReport", "ExampleStatistics", "Schema",
                      "ExampleAnomalies", "TransformGraph", "Model", "ModelRun",
-                     "ModelEvaluation", "ModelBlessing", "PushedModel"):
+                     "ModelEvaluation", "ModelBlessing", "InfraBlessing", "PushedModel"):
         assert expected in types
         artifacts = store.get_artifacts_by_type(expected)
         assert artifacts and all(a.state == metadata_store_pb2.Artifact.LIVE for a in artifacts)
@@ -129,3 +129,35 @@ def test_unreachable_thresholds_bless_nothing_and_push_nothing(first_run, omnigl
     assert "not blessed" in failing.not_pushed_reason
     assert "binary_accuracy" in failing.not_pushed_reason
     assert sorted(os.listdir(workdir / "serving" / "omniglot")) == before
+
+
+def test_model_that_cannot_answer_through_the_serving_stack_is_not_pushed(
+        first_run, omniglot_tiny, workdir, monkeypatch):
+    """The Trainer exports without the pair signature (`compare`): the model loads in-process
+    and the Evaluator (which reads serving_default) blesses it, but InfraValidator's model server
+    cannot load it, so Pusher pushes nothing and the summary says why."""
+    from components.trainer import export
+
+    make_signatures = export.make_serving_signatures
+
+    def without_pair_signature(*args, **kwargs):
+        signatures = make_signatures(*args, **kwargs)
+        del signatures[features.COMPARE_SIGNATURE]
+        return signatures
+
+    monkeypatch.setattr(export, "make_serving_signatures", without_pair_signature)
+    before = sorted(os.listdir(workdir / "serving" / "omniglot"))
+    config = dataclasses.replace(_config(omniglot_tiny, workdir), enable_cache=False)
+    broken = _run(config, workdir)
+    states = _states(broken)
+    assert states[pipeline_lib.TRAINER] == "COMPLETE"
+    assert states[pipeline_lib.INFRA_VALIDATOR] == "COMPLETE"
+    assert broken.blessed is True  # the Evaluator passed it
+    assert broken.infra_blessed is False
+    assert broken.pushed_path is None
+    assert "infra validation failed" in broken.not_pushed_reason
+    assert "could not load the model" in broken.not_pushed_reason
+    assert "compare" in broken.not_pushed_reason
+    assert "Infra validation: FAILED" in broken.format()
+    assert sorted(os.listdir(workdir / "serving" / "omniglot")) == before
+    assert first_run.infra_blessed is True and first_run.infra_checks == 7

@@ -69,7 +69,8 @@ def test_every_component_is_present_with_its_dependencies(spec, tfx_pipeline):
     # The data flow the README draws, pinned whatever else the pipeline gains.
     for node, before in [(p.STATISTICS_GEN, p.EXAMPLE_GEN), (p.TRAINER, p.TRANSFORM),
                          (p.EVALUATOR, p.TRAINER), (p.EVALUATOR, p.MODEL_RESOLVER),
-                         (p.PUSHER, p.EVALUATOR)]:
+                         (p.PUSHER, p.EVALUATOR), (p.INFRA_VALIDATOR, p.TRAINER),
+                         (p.PUSHER, p.INFRA_VALIDATOR)]:
         assert before in compiled[node], (node, before)
     # COMPONENT_ORDER, the pipeline's declared order, runs every task after its upstream tasks.
     for node, deps in compiled.items():
@@ -192,3 +193,15 @@ def test_cli_compile_reports_config_errors(tmp_path, capsys):
     args = [a if a != "FlinkRunner" else "SparkRunner" for a in COMPILE_ARGS]
     assert main(["kubeflow", "compile", "--output", str(tmp_path / "x.yaml")] + args) == 2
     assert "spark_master_url" in capsys.readouterr().err
+
+
+def test_pusher_needs_both_blessings_and_infra_validation_gets_its_settings(spec):
+    pusher = spec.root.dag.tasks[p.PUSHER].inputs.artifacts
+    producers = {name: a.task_output_artifact.producer_task for name, a in pusher.items()}
+    assert producers["model_blessing"] == p.EVALUATOR
+    assert producers["infra_blessing"] == p.INFRA_VALIDATOR
+    assert pusher["infra_blessing"].task_output_artifact.output_artifact_key == "blessing"
+    params = spec.root.dag.tasks[p.INFRA_VALIDATOR].inputs.parameters
+    infra = json.loads(params["infra_config"].runtime_value.constant.string_value)
+    assert infra["infra_tolerance"] == 1e-5
+    assert params["model_name"].runtime_value.constant.string_value == "siamese"

@@ -34,8 +34,17 @@ def encoded_images(count: int = 6, seed: int = 0) -> list[bytes]:
     return images
 
 
-def build_model(export_dir: str, seed: int, threshold: float = 1.0) -> str:
-    """Saves a Siamese-contract SavedModel to `export_dir` (TF Serving version folder)."""
+SIGNATURES = ("serving_default", "compare", "embed")
+
+
+def build_model(export_dir: str, seed: int, threshold: float = 1.0,
+                signatures: tuple[str, ...] = SIGNATURES, distance_noise: float = 0.0,
+                nan_embedding: bool = False) -> str:
+    """Saves a Siamese-contract SavedModel to `export_dir` (TF Serving version folder).
+
+    Broken variants, for infra validation: only some `signatures`; random noise of up to
+    `distance_noise` on every distance (answers differ from run to run); NaN embeddings.
+    """
     import tensorflow as tf
 
     class FixtureSiamese(tf.Module):
@@ -55,10 +64,13 @@ def build_model(export_dir: str, seed: int, threshold: float = 1.0) -> str:
                 return tf.reshape(image, [IMAGE_SIZE * IMAGE_SIZE])
 
             pixels = tf.map_fn(one, images, fn_output_signature=tf.float32)
-            return tf.matmul(pixels, self.projection)
+            embedding = tf.matmul(pixels, self.projection)
+            return embedding * float("nan") if nan_embedding else embedding
 
         def _compare(self, left: tf.Tensor, right: tf.Tensor) -> dict[str, tf.Tensor]:
             distance = tf.norm(self._embed(left) - self._embed(right), axis=1)
+            if distance_noise:
+                distance += tf.random.uniform(tf.shape(distance), 0.0, distance_noise)
             return {
                 "distance": distance,
                 "similarity": tf.sigmoid(4.0 * (self.threshold - distance)),
@@ -89,9 +101,13 @@ def build_model(export_dir: str, seed: int, threshold: float = 1.0) -> str:
         module,
         export_dir,
         signatures={
-            "serving_default": module.serving_default,
-            "compare": module.compare,
-            "embed": module.embed,
+            name: function
+            for name, function in (
+                ("serving_default", module.serving_default),
+                ("compare", module.compare),
+                ("embed", module.embed),
+            )
+            if name in signatures
         },
     )
     return export_dir

@@ -1,0 +1,134 @@
+"""InfraValidator's executor: the requests (the model's own warmup requests, then one request
+per signature of the serving contract), serving.infra_validation's check, and the blessing."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+from absl import logging
+
+from tensorflow_serving.apis import predict_pb2
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from components import features
+from pipeline.config import InfraValidationConfig, from_dict
+from serving import infra_validation
+from serving.client import bytes_tensor_proto
+from serving.model_manager import WARMUP_DIR, WARMUP_FILE
+
+MODEL_KEY = "model"
+BLESSING_KEY = "blessing"
+INFRA_CONFIG_KEY = "infra_config"
+MODEL_NAME_KEY = "model_name"
+
+REPORT_JSON = "infra_validation.json"
+SERVER_LOG = "server.log"
+BLESSED_FILE = "INFRA_BLESSED"  # The marker files TFX's InfraValidator writes.
+NOT_BLESSED_FILE = "INFRA_NOT_BLESSED"
+BLESSED_PROPERTY = "blessed"  # What Pusher reads (tfx.components.util.model_utils).
+REASON_PROPERTY = "reason"
+
+
+def warmup_requests(model_path: str) -> list[tuple[str, predict_pb2.PredictRequest]]:
+    """The model's assets.extra/tf_serving_warmup_requests, labelled by position."""
+    from serving.warmup import read_warmup_requests
+
+    path = os.path.join(model_path, WARMUP_DIR, WARMUP_FILE)
+    if not fileio.exists(path):
+        return []
+    return [(f"warmup request {i}", log.predict_log.request)
+            for i, log in enumerate(read_warmup_requests(path))
+            if log.WhichOneof("log_type") == "predict_log"]
+
+
+def _images_in(requests: list[tuple[str, predict_pb2.PredictRequest]]) -> list[bytes]:
+    images: list[bytes] = []
+    for _, request in requests:
+        for name in sorted(request.inputs):
+            for value in request.inputs[name].string_val:
+                if value not in images:
+                    images.append(value)
+    return images
+
+
+def contract_requests(images: list[bytes]) -> list[tuple[str, predict_pb2.PredictRequest]]:
+    """One request per signature a client of the pushed model relies on: `compare` and
+    `serving_default` (pairs) and `embed`, on `images` (at least one encoded image)."""
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    lefts = images[:2]
+    rights = (images[1:] + images[:1])[:2]
+    compare = predict_pb2.PredictRequest()
+    compare.model_spec.signature_name = features.COMPARE_SIGNATURE
+    compare.inputs[features.LEFT_IMAGE].CopyFrom(bytes_tensor_proto(lefts))
+    compare.inputs[features.RIGHT_IMAGE].CopyFrom(bytes_tensor_proto(rights))
+    embed = predict_pb2.PredictRequest()
+    embed.model_spec.signature_name = features.EMBED_SIGNATURE
+    embed.inputs["image"].CopyFrom(bytes_tensor_proto(images[:2]))
+    examples = [
+        example_pb2.Example(features=feature_pb2.Features(feature={
+            features.LEFT_IMAGE: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[a])),
+            features.RIGHT_IMAGE: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[b])),
+        })).SerializeToString()
+        for a, b in zip(lefts, rights)
+    ]
+    by_example = predict_pb2.PredictRequest()
+    by_example.model_spec.signature_name = features.SERVING_DEFAULT_SIGNATURE
+    by_example.inputs["examples"].CopyFrom(bytes_tensor_proto(examples))
+    return [(f"contract: {r.model_spec.signature_name}", r) for r in (compare, embed, by_example)]
+
+
+def validate_model(model_path: str, model_name: str, config: InfraValidationConfig,
+                   work_dir: str | None = None) -> infra_validation.InfraReport:
+    """Infra validation of the SavedModel at `model_path` (see serving.infra_validation)."""
+    warmup = warmup_requests(model_path)
+    if not warmup:
+        return infra_validation.InfraReport(
+            False, f"the model has no warmup requests ({WARMUP_DIR}/{WARMUP_FILE}): the Trainer "
+            "writes them, and TF Serving would serve it cold", model_path)
+    images = _images_in(warmup)
+    if not images:
+        return infra_validation.InfraReport(
+            False, "the model's warmup requests hold no encoded image", model_path)
+    return infra_validation.validate(
+        model_path, model_name, warmup + contract_requests(images), work_dir=work_dir,
+        load_timeout_s=config.infra_load_timeout_s,
+        request_timeout_s=config.infra_request_timeout_s, tolerance=config.infra_tolerance)
+
+
+class Executor(base_executor.BaseExecutor):
+    """Writes a TFX InfraBlessing: blessed (Pusher may push) or not, with the reason."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        config = from_dict(InfraValidationConfig, json.loads(exec_properties[INFRA_CONFIG_KEY]))
+        model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
+        blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
+        model_path = path_utils.serving_model_path(model.uri,
+                                                   path_utils.is_old_model_artifact(model))
+        with tempfile.TemporaryDirectory(prefix="infra-validation-") as scratch:
+            report = validate_model(model_path, exec_properties[MODEL_NAME_KEY], config,
+                                    work_dir=scratch)
+            fileio.makedirs(blessing.uri)
+            log = os.path.join(scratch, "server.log")
+            if os.path.exists(log):
+                fileio.copy(log, os.path.join(blessing.uri, SERVER_LOG), overwrite=True)
+        with fileio.open(os.path.join(blessing.uri, REPORT_JSON), "w") as f:
+            f.write(report.to_json())
+        marker = BLESSED_FILE if report.blessed else NOT_BLESSED_FILE
+        with fileio.open(os.path.join(blessing.uri, marker), "w") as f:
+            f.write("")
+        blessing.set_int_custom_property(BLESSED_PROPERTY, int(report.blessed))
+        blessing.set_string_custom_property(REASON_PROPERTY, report.reason)
+        logging.info(report.format())
