@@ -7,16 +7,19 @@ measures the exported model on data it never saw.
 
 Omniglot (both "small" background sets, Greek/Latin deduplicated, 242 characters): from each
 alphabet with at least 40 characters (Korean, Japanese (katakana), Sanskrit) 20 characters are
-held out as the TEST set; the pipeline trains on the other 182 (PairExampleGen holds a quarter
-of them out as its eval split, on which the Trainer calibrates the threshold). Reported on the
+held out as the TEST set; the pipeline trains on the other 182 (PairExampleGen holds
+--eval-class-fraction of them, 10% by default, out as its eval split, on which the Trainer
+calibrates the threshold). Reported on the
 test characters: verification accuracy at the model's calibrated threshold (balanced pairs),
 AUC and EER, and 20-way one-shot accuracy on Lake-format runs whose 20 characters come from one
 alphabet (one drawer's image as exemplar, another's as query).
 
-ORL faces: the pipeline trains on subjects s1-s24 (a quarter of them held out for calibration);
+ORL faces: the pipeline trains on subjects s1-s24 (a quarter of them held out for calibration
+by default);
 reported: EER (and accuracy, AUC) on balanced pairs of subjects s25-s30.
 
-Everything is written under --work-dir (default runs/bench_quality/); the figures are printed
+Unset options take the dataset's recipe (DEFAULTS below, shown by --help). Everything is
+written under --work-dir (default runs/bench_quality/); the figures are printed
 and saved to <work-dir>/<dataset>/results.json.
 """
 
@@ -116,14 +119,18 @@ def train_pipeline(work: str, image_root: str, class_depth: int, args: argparse.
         enable_cache=not args.no_cache,
         data=DataConfig(image_root=image_root, class_depth=class_depth,
                         num_train_pairs=train_pairs, num_eval_pairs=eval_pairs,
-                        eval_class_fraction=0.25, seed=args.seed),
+                        eval_class_fraction=args.eval_class_fraction, seed=args.seed),
         image=ImageConfig(height=height, width=width, channels=1),
         model=ModelConfig(backbone=args.backbone, head=args.head, loss=args.loss,
-                          embedding_dim=args.embedding_dim, margin=args.margin),
+                          embedding_dim=args.embedding_dim, margin=args.margin,
+                          standardize_images=args.standardize_images),
         train=TrainConfig(train_steps=args.steps, batch_size=args.batch_size,
-                          learning_rate=args.learning_rate,
+                          learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
+                          classes_per_batch=args.classes_per_batch,
+                          rotation_classes=args.rotation_classes,
                           calibration_steps=max(1, eval_pairs // args.batch_size),
-                          augment=not args.no_augment, curve_every=max(1, args.steps // 40)),
+                          augment=args.augment, flip_horizontal=args.flip_horizontal,
+                          curve_every=max(1, args.steps // 40)),
         # The benchmark measures the model itself; the Evaluator only records its figures.
         eval=EvalConfig(min_accuracy=0.0, min_auc=0.0, max_accuracy_drop=1.0),
     )
@@ -197,7 +204,12 @@ def _report(name: str, result: dict[str, Any]) -> None:
           f"{result['config']['image']['height']}x{result['config']['image']['width']}, "
           f"{result['config']['train']['train_steps']} steps of "
           f"{result['config']['train']['batch_size']} pairs, augment="
-          f"{result['config']['train']['augment']}")
+          f"{result['config']['train']['augment']}, classes per batch "
+          f"{result['config']['train']['classes_per_batch']}, rotation classes "
+          f"{result['config']['train']['rotation_classes']}, lr "
+          f"{result['config']['train']['learning_rate']} "
+          f"({result['config']['train']['lr_schedule']}), standardize images "
+          f"{result['config']['model']['standardize_images']}")
     print(f"pipeline wall time {result['pipeline_seconds']:.0f}s (Trainer "
           f"{result['component_seconds'].get('Trainer', 0):.0f}s); measuring "
           f"{result['measure_seconds']:.0f}s")
@@ -214,29 +226,72 @@ def _report(name: str, result: dict[str, Any]) -> None:
               f"({len(o['runs'])} runs): {o['accuracy']:.4f}")
 
 
+# The recipes the figures in the README were measured with; every option overrides them.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "omniglot": dict(backbone="conv4", head="euclidean", loss="triplet", embedding_dim=128,
+                     margin=0.5, size=32, steps=3000, batch_size=64, learning_rate=1e-3,
+                     lr_schedule="cosine", classes_per_batch=32, rotation_classes=True,
+                     augment=True, flip_horizontal=False, standardize_images=False,
+                     eval_class_fraction=0.1, eval_pairs=2000),
+    "orl": dict(backbone="conv4", head="euclidean", loss="triplet", embedding_dim=128,
+                margin=0.5, size=32, steps=2000, batch_size=64, learning_rate=1e-3,
+                lr_schedule="cosine", classes_per_batch=16, rotation_classes=False,
+                augment=True, flip_horizontal=True, standardize_images=True,
+                # 4 of the 24 subjects for calibration: they have 180 distinct same pairs.
+                eval_class_fraction=0.17, eval_pairs=300),
+}
+
+
+def with_defaults(args: argparse.Namespace, dataset: str) -> argparse.Namespace:
+    """`args` with every option left unset taken from the dataset's recipe (DEFAULTS)."""
+    values = vars(args).copy()
+    for key, value in DEFAULTS[dataset].items():
+        if values.get(key) is None:
+            values[key] = value
+    return argparse.Namespace(**values)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Unset options take the dataset's recipe: " + "; ".join(
+            f"{name}: " + ", ".join(f"{k}={v}" for k, v in recipe.items())
+            for name, recipe in DEFAULTS.items()))
     parser.add_argument("dataset", choices=("omniglot", "orl", "all"))
     parser.add_argument("--work-dir", default=os.path.join(REPO, "runs", "bench_quality"),
                         help="Where everything is written (default: %(default)s).")
-    parser.add_argument("--backbone", default="small_conv", help="ModelConfig.backbone.")
-    parser.add_argument("--head", default="euclidean", help="ModelConfig.head.")
-    parser.add_argument("--loss", default="contrastive", help="ModelConfig.loss.")
-    parser.add_argument("--embedding-dim", type=int, default=128)
-    parser.add_argument("--margin", type=float, default=1.0)
-    parser.add_argument("--size", type=int, default=32,
-                        help="Image width (Omniglot: also height) (default: %(default)s).")
-    parser.add_argument("--steps", type=int, default=3000, help="Training steps.")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--backbone", help="ModelConfig.backbone.")
+    parser.add_argument("--head", help="ModelConfig.head.")
+    parser.add_argument("--loss", help="ModelConfig.loss.")
+    parser.add_argument("--embedding-dim", type=int)
+    parser.add_argument("--margin", type=float)
+    parser.add_argument("--size", type=int,
+                        help="Image width (Omniglot: also height; ORL: height keeps the 92x112 "
+                        "aspect).")
+    parser.add_argument("--steps", type=int, help="Training steps.")
+    parser.add_argument("--batch-size", type=int, help="Pairs per step.")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"))
+    parser.add_argument("--classes-per-batch", type=int,
+                        help="TrainConfig.classes_per_batch (triplet class batches; 0: pairs).")
+    parser.add_argument("--rotation-classes", action=argparse.BooleanOptionalAction,
+                        help="TrainConfig.rotation_classes (square images only).")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                        help="TrainConfig.augment: the affine augmentation.")
+    parser.add_argument("--flip-horizontal", action=argparse.BooleanOptionalAction,
+                        help="TrainConfig.flip_horizontal (with --augment).")
+    parser.add_argument("--standardize-images", action=argparse.BooleanOptionalAction,
+                        help="ModelConfig.standardize_images.")
+    parser.add_argument("--eval-class-fraction", type=float,
+                        help="DataConfig.eval_class_fraction: share of the pipeline's classes "
+                        "held out as its eval split (threshold calibration).")
     parser.add_argument("--train-pairs", type=int, default=20000)
-    parser.add_argument("--eval-pairs", type=int, default=2000)
+    parser.add_argument("--eval-pairs", type=int,
+                        help="Pairs of the pipeline's eval split (threshold calibration).")
     parser.add_argument("--test-pairs", type=int, default=2000,
                         help="Balanced pairs of held-out classes to measure verification on.")
     parser.add_argument("--oneshot-runs", type=int, default=30,
                         help="20-way one-shot runs built from held-out Omniglot characters.")
-    parser.add_argument("--no-augment", action="store_true",
-                        help="Train without the affine augmentation.")
     parser.add_argument("--no-cache", action="store_true", help="Re-run every component.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -244,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, bench in (("omniglot", bench_omniglot), ("orl", bench_orl)):
         if args.dataset in (name, "all"):
             started = time.time()
-            results[name] = bench(args)
+            results[name] = bench(with_defaults(args, name))
             results[name]["total_seconds"] = round(time.time() - started, 1)
             with open(os.path.join(os.path.abspath(args.work_dir), name, "results.json"),
                       "w") as f:

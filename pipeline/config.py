@@ -17,9 +17,10 @@ from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
 
-# small_conv, koch (Koch et al. 2015) and vgg are built here; the others are keras.applications
-# backbones (weights=None, or ModelConfig.backbone_weights), resized up to their minimum input.
-BACKBONES = ("small_conv", "koch", "vgg", "mobilenet_v2", "resnet50", "inception_v3",
+# small_conv, koch (Koch et al. 2015), conv4 (few-shot learning's 4-block network) and vgg are
+# built here; the others are keras.applications backbones (weights=None, or
+# ModelConfig.backbone_weights), resized up to their minimum input.
+BACKBONES = ("small_conv", "koch", "conv4", "vgg", "mobilenet_v2", "resnet50", "inception_v3",
              "efficientnet_b0")
 # contrastive and triplet train the euclidean head; binary_crossentropy the l1_sigmoid (Koch)
 # and matchnet heads.
@@ -106,6 +107,11 @@ class ModelConfig:
         "Margin of the contrastive loss (different pairs are pushed this far apart) and of the "
         "triplet loss (negatives this much farther than positives).",
     )
+    standardize_images: bool = _opt(
+        False,
+        "Standardize each image (zero mean, unit variance over its pixels) at the start of the "
+        "backbone, so in the served model too: removes global brightness and contrast (faces).",
+    )
     shared_weights: bool = _opt(
         True,
         "One backbone for both images (Siamese). --no-shared-weights builds a PSEUDO-Siamese "
@@ -139,6 +145,30 @@ class TrainConfig:
         False,
         "Random small affine distortions (rotation, shear, scale, shift, as Koch et al.) of "
         "the training images, on the fly; never applied to eval data or in the served model.",
+    )
+    flip_horizontal: bool = _opt(
+        False,
+        "With --augment: also mirror training images left-right at random (faces; not for "
+        "characters).",
+    )
+    classes_per_batch: int = _opt(
+        16,
+        "Triplet loss: the Trainer builds every training batch from this many classes of the "
+        "train split (recovered from its positive pairs), 2 x batch-size / this images of each, "
+        "and mines triplets over them. 0 (or a split with too few classes): batches of the "
+        "sampled pairs, each same pair a class of its own.",
+    )
+    rotation_classes: bool = _opt(
+        False,
+        "Class batches: each 90-degree rotation of a class is a class of its own (the "
+        "'new classes by rotation' augmentation of few-shot learning on Omniglot; square "
+        "images only). Training batches only.",
+    )
+    lr_schedule: str = _opt(
+        "constant",
+        "Learning rate over the run: constant, or cosine (decays to 5%% of --learning-rate "
+        "by the last step).",
+        choices=("constant", "cosine"),
     )
     threshold_mode: str = _opt(
         "accuracy",
@@ -179,6 +209,9 @@ class TrainConfig:
         _check(0.0 <= self.target_false_match_rate <= 1.0,
                "target_false_match_rate must be in [0, 1]")
         _check(self.curve_every >= 1, "curve_every must be >= 1")
+        _check(self.classes_per_batch >= 0, "classes_per_batch must be >= 0")
+        _check(self.lr_schedule in ("constant", "cosine"),
+               "lr_schedule must be constant or cosine")
 
 
 @dataclass(frozen=True)

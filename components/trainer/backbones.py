@@ -5,6 +5,9 @@ length. Every backbone is one Keras model that the Siamese model calls on both i
 - koch: the tower of Koch, Zemel & Salakhutdinov (2015) for 105x105 Omniglot characters
   (64@10x10, 128@7x7, 128@4x4, 256@4x4 convolutions with max pooling, then a dense layer), with
   "same" padding so smaller images work too, and a dense embedding of `embedding_dim`.
+- conv4: the four-block network of few-shot learning (Vinyals et al. 2016, Snell et al. 2017):
+  four blocks of a 3x3 convolution (64 filters), batch norm, ReLU and 2x2 max pooling, then the
+  flattened features through a dense embedding; any size >= 8.
 - vgg: VGG-style blocks of two 3x3 convolutions (batch norm) and max pooling; any size >= 8.
 - mobilenet_v2, resnet50, inception_v3, efficientnet_b0: keras.applications without their top,
   `weights=None` (random) or a local weights file (`ModelConfig.backbone_weights`, never a
@@ -20,7 +23,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from components.trainer.layers import ImageNetPreprocess, L2Normalize
+from components.trainer.layers import ImageNetPreprocess, L2Normalize, PerImageStandardize
 from pipeline.config import ImageConfig, ModelConfig
 
 keras = tf.keras
@@ -68,6 +71,18 @@ def koch(image: ImageConfig, model: ModelConfig) -> keras.Model:
     return keras.Model(inputs, _embedding(x, model), name="koch")
 
 
+def conv4(image: ImageConfig, model: ModelConfig) -> keras.Model:
+    inputs = _input(image)
+    x = inputs
+    for _ in range(4):
+        x = keras.layers.Conv2D(64, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.MaxPooling2D(2, padding="same")(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, _embedding(x, model), name="conv4")
+
+
 def vgg(image: ImageConfig, model: ModelConfig) -> keras.Model:
     inputs = _input(image)
     x = inputs
@@ -105,6 +120,7 @@ def application(image: ImageConfig, model: ModelConfig) -> keras.Model:
 BUILDERS: dict[str, Callable[[ImageConfig, ModelConfig], keras.Model]] = {
     "small_conv": small_conv,
     "koch": koch,
+    "conv4": conv4,
     "vgg": vgg,
     **{name: application for name in _APPLICATIONS},
 }
@@ -112,8 +128,13 @@ BUILDERS: dict[str, Callable[[ImageConfig, ModelConfig], keras.Model]] = {
 
 def build_backbone(image: ImageConfig, model: ModelConfig, name: str = "") -> keras.Model:
     """The embedding network: [batch, H, W, C] in [0, 1] -> [batch, embedding_dim], unit length.
-    `name` renames it (the pseudo-Siamese network has two)."""
+    `name` renames it (the pseudo-Siamese network has two). With
+    `ModelConfig.standardize_images`, each image is first standardized (`PerImageStandardize`)."""
     backbone = BUILDERS[model.backbone](image, model)
+    if model.standardize_images:
+        inputs = _input(image)
+        standardized = PerImageStandardize(name="standardize")(inputs)
+        return keras.Model(inputs, backbone(standardized), name=name or backbone.name)
     if name:
         return keras.Model(backbone.inputs, backbone.outputs, name=name)
     return backbone

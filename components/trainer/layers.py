@@ -55,3 +55,12 @@ class ConcatEmbeddings(keras.layers.Layer):
     def call(self, inputs: Any) -> tf.Tensor:
         a, b = inputs
         return tf.concat([tf.cast(a, tf.float32), tf.cast(b, tf.float32)], axis=-1)
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class PerImageStandardize(keras.layers.Layer):
+    """Each image to zero mean and unit variance over its pixels (tf.image's
+    per_image_standardization): removes global brightness and contrast, e.g. of face photos."""
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return tf.image.per_image_standardization(inputs)

@@ -98,14 +98,22 @@ def semi_hard_triplet_loss(classes: tf.Tensor, embeddings: tf.Tensor,
     return tf.reduce_sum(tf.where(valid, per_pair, 0.0)) / tf.maximum(count, 1.0)
 
 
+def is_class_ids(y_true: tf.Tensor) -> bool:
+    """Whether y_true is [B, 2] class ids (left, right) rather than pair labels ([B] or
+    [B, 1]); decided on the static shape."""
+    shape = tf.TensorShape(y_true.shape)
+    return shape.rank == 2 and shape[-1] == 2
+
+
 @keras.utils.register_keras_serializable(package="siamese_tfx")
 class SemiHardTripletLoss(keras.losses.Loss):
     """Triplet loss with online semi-hard mining over a batch of pairs (see
     `semi_hard_triplet_loss`).
 
-    y_true is the pair label: **1 = same identity, 0 = different**; it assigns the 2B images of
-    the batch to classes (`pseudo_classes`: a same pair's two images form one class, every other
-    image its own). y_pred is [B, 2 * dim]: each pair's left and right embeddings, concatenated.
+    y_true is either the pair label: **1 = same identity, 0 = different**, which assigns the 2B
+    images of the batch to classes (`pseudo_classes`: a same pair's two images form one class,
+    every other image its own); or, for the Trainer's class batches (`class_batches.py`), the
+    images' class ids, [B, 2] (left, right). y_pred is [B, 2 * dim]: each pair's left and right embeddings, concatenated.
     Returns one value for the whole batch.
     """
 
@@ -116,7 +124,11 @@ class SemiHardTripletLoss(keras.losses.Loss):
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         left, right = tf.split(tf.cast(y_pred, tf.float32), 2, axis=-1)
-        classes = pseudo_classes(y_true, tf.shape(left)[0])
+        if is_class_ids(y_true):  # A class batch: the images' own class ids.
+            y_true = tf.convert_to_tensor(y_true)
+            classes = tf.concat([y_true[:, 0], y_true[:, 1]], axis=0)
+        else:
+            classes = pseudo_classes(y_true, tf.shape(left)[0])
         return semi_hard_triplet_loss(classes, tf.concat([left, right], 0), self.margin)
 
     def get_config(self) -> dict[str, Any]:
@@ -126,7 +138,7 @@ class SemiHardTripletLoss(keras.losses.Loss):
 @keras.utils.register_keras_serializable(package="siamese_tfx")
 class PairAccuracy(keras.metrics.Mean):
     """Share of pairs decided right at a FIXED distance cut (match: d <= threshold); label 1 =
-    same identity. With `from_embeddings`, y_pred is [B, 2 * dim] (the triplet model's output)
+    same identity (or [B, 2] class ids of a class batch). With `from_embeddings`, y_pred is [B, 2 * dim] (the triplet model's output)
     and d is the Euclidean distance of its halves. A training-curve proxy only: the served
     threshold is calibrated after training."""
 
@@ -144,7 +156,11 @@ class PairAccuracy(keras.metrics.Mean):
             distance = tf.norm(left - right, axis=-1)
         else:
             distance = tf.reshape(y_pred, [-1])
-        same = tf.reshape(tf.cast(y_true, tf.bool), [-1])
+        if is_class_ids(y_true):  # A class batch: same identity = same class id.
+            y_true = tf.convert_to_tensor(y_true)
+            same = tf.equal(y_true[:, 0], y_true[:, 1])
+        else:
+            same = tf.reshape(tf.cast(y_true, tf.bool), [-1])
         correct = tf.cast(tf.equal(distance <= self.threshold, same), tf.float32)
         return super().update_state(correct, sample_weight=sample_weight)
 

@@ -1,5 +1,11 @@
 """Training: the TFX Trainer entry point (`run_fn`) and the loop behind it.
 
+The triplet loss trains on class batches (`class_batches.py`: `TrainConfig.classes_per_batch`
+classes of the train split per step, recovered from its positive pairs, optionally with rotation
+classes); every other loss on the sampled pairs. `TrainConfig.augment` distorts the training
+batches (never the eval split or the served model); `TrainConfig.lr_schedule` decays Adam's
+learning rate.
+
 After training, the match threshold is calibrated on the eval split (TrainConfig.threshold_mode)
 and reported with accuracy, precision, recall, AUC and EER at it, in the log and in
 `<model_run_dir>/training_metrics.json`; the training curves are TensorBoard scalars under
@@ -10,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -20,7 +26,8 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from components import features
-from components.trainer import augment, calibration, curves, distribute, export, heads
+from components.trainer import (augment, calibration, class_batches, curves, distribute,
+                                export, heads)
 from components.trainer import model as model_lib
 from pipeline.config import ImageConfig, ModelConfig, TrainConfig, from_dict
 
@@ -35,15 +42,53 @@ def make_dataset(
     tf_transform_output: tft.TFTransformOutput,
     batch_size: int,
     shuffle: bool = True,
+    num_epochs: Optional[int] = None,
 ) -> tf.data.Dataset:
-    """Transformed examples as repeated (features, label) batches."""
+    """Transformed examples as (features, label) batches, repeated unless `num_epochs`."""
     return data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
-            batch_size=batch_size, label_key=features.LABEL, shuffle=shuffle
+            batch_size=batch_size, label_key=features.LABEL, shuffle=shuffle,
+            num_epochs=num_epochs,
         ),
         tf_transform_output.transformed_metadata.schema,
     )
+
+
+def class_batches_or_none(
+    file_pattern: list[str], data_accessor: tfx.components.DataAccessor,
+    tf_transform_output: tft.TFTransformOutput, batch_size: int, train_cfg: TrainConfig,
+    seed: int = 0,
+) -> Optional[tf.data.Dataset]:
+    """The triplet loss's class batches (`class_batches.py`) built from one pass over the train
+    split, or None when `classes_per_batch` is 0 or the split has too few classes (the pair
+    batches are used then)."""
+    if train_cfg.classes_per_batch <= 0:
+        return None
+    pairs = make_dataset(file_pattern, data_accessor, tf_transform_output, 256, shuffle=False,
+                         num_epochs=1)
+    images, classes = class_batches.classes_from_pairs(class_batches.read_pairs(pairs))
+    counts = np.bincount(classes) if len(classes) else np.zeros(0, np.int64)
+    eligible = int(np.sum(counts >= 2))
+    variants = 4 if train_cfg.rotation_classes else 1
+    logging.info("Class batches: %d images of the train split in %d classes (%d with two "
+                 "images or more)", len(images), len(counts), eligible)
+    if eligible * variants < train_cfg.classes_per_batch:
+        logging.warning("Only %d classes in the train split (classes_per_batch %d): training "
+                        "the triplet loss on pair batches instead", eligible * variants,
+                        train_cfg.classes_per_batch)
+        return None
+    return class_batches.class_batch_dataset(
+        images, classes, batch_size, train_cfg.classes_per_batch,
+        rotations=train_cfg.rotation_classes, seed=seed)
+
+
+def learning_rate(train_cfg: TrainConfig, steps: int) -> Any:
+    """Adam's learning rate: constant, or a cosine decay to 5% over `steps`."""
+    if train_cfg.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(train_cfg.learning_rate, max(1, steps),
+                                                      alpha=0.05)
+    return train_cfg.learning_rate
 
 
 def calibrate(
@@ -66,11 +111,11 @@ def calibrate(
 
 def compile_for_training(
     strategy: tf.distribute.Strategy, image: ImageConfig, model_cfg: ModelConfig,
-    learning_rate: float, mixed_precision: bool = False,
+    learning_rate: Any, mixed_precision: bool = False,
 ) -> tuple[keras.Model, keras.Model, keras.Model]:
     """(siamese, backbone, trainable) built in `strategy`'s scope; `trainable` (the Siamese
     model, or its two-embedding twin for the triplet loss) is compiled with Adam, the configured
-    loss and the pair-accuracy curve metric."""
+    loss and the pair-accuracy curve metric. `learning_rate`: a float or a Keras schedule."""
     with strategy.scope():
         siamese, backbone = distribute.build_model(image, model_cfg, mixed_precision)
         trainable = model_lib.training_model(siamese, model_cfg)
@@ -94,14 +139,20 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     batch_size = distribute.global_batch_size(train_settings, strategy.num_replicas_in_sync)
     logging.info("Training with %s, %d replica(s), global batch %d", type(strategy).__name__,
                  strategy.num_replicas_in_sync, batch_size)
-    train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                            batch_size)
+    train_ds = None
+    if model_cfg.loss == "triplet":
+        train_ds = class_batches_or_none(fn_args.train_files, fn_args.data_accessor,
+                                         tf_transform_output, batch_size, train_cfg,
+                                         fn_args.custom_config.get("seed", 0))
+    if train_ds is None:
+        train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                                batch_size)
     eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
                            batch_size, shuffle=False)
     if train_cfg.augment:  # Training batches only: the served model never sees it.
-        train_ds = augment.augment_pairs(train_ds)
+        train_ds = augment.augment_pairs(train_ds, flip=train_cfg.flip_horizontal)
     siamese, backbone, trainable = compile_for_training(
-        strategy, image, model_cfg, train_cfg.learning_rate,
+        strategy, image, model_cfg, learning_rate(train_cfg, fn_args.train_steps),
         mixed_precision=bool(train_settings.get("mixed_precision", False)))
     callbacks = []
     if distribute.is_chief():

@@ -56,3 +56,23 @@ def test_the_model_has_no_augmentation_in_it():
     x = {LEFT: _strokes(2), RIGHT: _strokes(2)[::-1]}
     np.testing.assert_array_equal(siamese(x, training=True).numpy(),
                                   siamese(x, training=True).numpy())
+
+
+def test_random_flip_mirrors_about_half_the_images():
+    tf.random.set_seed(0)
+    images = np.random.default_rng(0).uniform(size=(64, 6, 5, 1)).astype(np.float32)
+    out = augment.random_flip(tf.constant(images)).numpy()
+    mirrored = np.all(out == images[:, :, ::-1], axis=(1, 2, 3))
+    kept = np.all(out == images, axis=(1, 2, 3))
+    assert (mirrored | kept).all() and 10 < mirrored.sum() < 54
+
+
+def test_standardize_images_is_part_of_the_backbone():
+    image = ImageConfig(height=12, width=12, channels=1)
+    cfg = ModelConfig(backbone="conv4", embedding_dim=4, standardize_images=True)
+    siamese, backbone = model_lib.build_siamese(image, cfg)
+    assert any(layer.name == "standardize" for layer in backbone.layers)
+    x = np.random.default_rng(0).uniform(size=(2, 12, 12, 1)).astype(np.float32)
+    # Brightness and contrast do not change the embedding.
+    np.testing.assert_allclose(backbone(x, training=False).numpy(),
+                               backbone(0.5 * x + 0.2, training=False).numpy(), atol=1e-4)

@@ -18,7 +18,7 @@ from pipeline.config import BACKBONES, ImageConfig, ModelConfig
 
 HEADS = (("euclidean", "contrastive"), ("euclidean", "triplet"),
          ("l1_sigmoid", "binary_crossentropy"), ("matchnet", "binary_crossentropy"))
-OWN = ("small_conv", "koch", "vgg")
+OWN = ("small_conv", "koch", "conv4", "vgg")
 APPLICATIONS = tuple(b for b in BACKBONES if b not in OWN)
 EMBEDDING_DIM = 8
 

@@ -45,6 +45,22 @@ def test_triplet_loss_takes_classes_from_pair_labels():
     assert float(loss(np.array([[0], [0]]), pairs)) == 0.0
 
 
+def test_triplet_loss_takes_class_ids_of_a_class_batch():
+    # y_true [B, 2]: the class ids of each pair's left and right image (a class batch).
+    pairs = np.array([[0.0, 0.5], [1.0, 3.0]], np.float32)
+    loss = losses.SemiHardTripletLoss(margin=1.0)
+    # Images 0.0, 1.0 (left) and 0.5, 3.0 (right) with classes A, B, A, B: the example above.
+    assert float(loss(np.array([[0, 0], [1, 1]]), pairs)) == pytest.approx(0.75, abs=1e-6)
+    # Classes across pairs: 0.0 and 3.0 are A, 1.0 and 0.5 are B.
+    # (0, 3): d=3, no negative farther -> the farthest, 1.0 (d=1) -> 3; (3, 0): none farther
+    # than 3 -> the farthest, 0.5 (d=2.5) -> 1.5; (1, .5): d=.5, closest farther: 0.0 (d=1)
+    # -> 0.5; (.5, 1): farther than .5: 3.0 (d=2.5) -> 0. Mean 5 / 4.
+    assert float(loss(np.array([[0, 1], [1, 0]]), pairs)) == pytest.approx(1.25, abs=1e-6)
+    metric = losses.PairAccuracy(threshold=1.0, from_embeddings=True)
+    metric.update_state(np.array([[0, 0], [1, 2]]), pairs)  # same at 0.5, different at 2
+    assert float(metric.result()) == 1.0
+
+
 def test_pseudo_classes():
     classes = losses.pseudo_classes(tf.constant([1, 0, 1]), tf.constant(3)).numpy()
     np.testing.assert_array_equal(classes, [0, 1, 2, 0, 4, 2])
