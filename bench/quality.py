@@ -234,7 +234,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                      augment=True, flip_horizontal=False, standardize_images=False,
                      eval_class_fraction=0.1, eval_pairs=2000),
     "orl": dict(backbone="conv4", head="euclidean", loss="triplet", embedding_dim=128,
-                margin=0.5, size=32, steps=2000, batch_size=64, learning_rate=1e-3,
+                margin=0.5, size=32, steps=3000, batch_size=64, learning_rate=1e-3,
                 lr_schedule="cosine", classes_per_batch=16, rotation_classes=False,
                 augment=True, flip_horizontal=True, standardize_images=True,
                 # 4 of the 24 subjects for calibration: they have 180 distinct same pairs.
