@@ -166,12 +166,11 @@ def compare_outputs(served: dict[str, np.ndarray], local: dict[str, np.ndarray],
         if a.dtype.kind == "f":
             if not np.isfinite(a).all():
                 return f"output {name!r} is not finite: {a.ravel()[:4].tolist()}", float("inf")
-            if a.size:
-                largest = max(largest, float(np.max(np.abs(a.astype(np.float64) - b))))
+            difference = float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
+            largest = max(largest, difference)
             if not np.allclose(a, b, rtol=tolerance, atol=tolerance):
                 return (f"output {name!r} differs from the in-process answer by up to "
-                        f"{float(np.max(np.abs(a.astype(np.float64) - b))):.3g} "
-                        f"(tolerance {tolerance:g})", largest)
+                        f"{difference:.3g} (tolerance {tolerance:g})", largest)
         elif not np.array_equal(a, b):
             return f"output {name!r} differs from the in-process answer", largest
     return "", largest

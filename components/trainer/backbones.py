@@ -59,6 +59,13 @@ def small_conv(image: ImageConfig, model: ModelConfig) -> keras.Model:
     return keras.Model(inputs, L2Normalize()(x), name="small_conv")
 
 
+def _conv_bn_relu(x: tf.Tensor, filters: int) -> tf.Tensor:
+    """3x3 convolution (no bias: batch norm follows), batch norm, ReLU."""
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    return keras.layers.ReLU()(x)
+
+
 def koch(image: ImageConfig, model: ModelConfig) -> keras.Model:
     inputs = _input(image)
     x = inputs
@@ -75,9 +82,7 @@ def conv4(image: ImageConfig, model: ModelConfig) -> keras.Model:
     inputs = _input(image)
     x = inputs
     for _ in range(4):
-        x = keras.layers.Conv2D(64, 3, padding="same", use_bias=False)(x)
-        x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.ReLU()(x)
+        x = _conv_bn_relu(x, 64)
         x = keras.layers.MaxPooling2D(2, padding="same")(x)
     x = keras.layers.Flatten()(x)
     return keras.Model(inputs, _embedding(x, model), name="conv4")
@@ -88,9 +93,7 @@ def vgg(image: ImageConfig, model: ModelConfig) -> keras.Model:
     x = inputs
     for filters in (32, 64, 128, 256):
         for _ in range(2):
-            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-            x = keras.layers.BatchNormalization()(x)
-            x = keras.layers.ReLU()(x)
+            x = _conv_bn_relu(x, filters)
         x = keras.layers.MaxPooling2D(2, padding="same")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, _embedding(x, model), name="vgg")
