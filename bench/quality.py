@@ -229,7 +229,7 @@ def _report(name: str, result: dict[str, Any]) -> None:
 # The recipes the figures in the README were measured with; every option overrides them.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "omniglot": dict(backbone="conv4", head="euclidean", loss="triplet", embedding_dim=128,
-                     margin=0.5, size=32, steps=3000, batch_size=64, learning_rate=1e-3,
+                     margin=0.5, size=32, steps=6000, batch_size=64, learning_rate=1e-3,
                      lr_schedule="cosine", classes_per_batch=32, rotation_classes=True,
                      augment=True, flip_horizontal=False, standardize_images=False,
                      eval_class_fraction=0.1, eval_pairs=2000),
