@@ -113,7 +113,8 @@ class SemiHardTripletLoss(keras.losses.Loss):
     y_true is either the pair label: **1 = same identity, 0 = different**, which assigns the 2B
     images of the batch to classes (`pseudo_classes`: a same pair's two images form one class,
     every other image its own); or, for the Trainer's class batches (`class_batches.py`), the
-    images' class ids, [B, 2] (left, right). y_pred is [B, 2 * dim]: each pair's left and right embeddings, concatenated.
+    images' class ids, [B, 2] (left, right). y_pred is [B, 2 * dim]: each pair's left and
+    right embeddings, concatenated.
     Returns one value for the whole batch.
     """
 
@@ -138,7 +139,8 @@ class SemiHardTripletLoss(keras.losses.Loss):
 @keras.utils.register_keras_serializable(package="siamese_tfx")
 class PairAccuracy(keras.metrics.Mean):
     """Share of pairs decided right at a FIXED distance cut (match: d <= threshold); label 1 =
-    same identity (or [B, 2] class ids of a class batch). With `from_embeddings`, y_pred is [B, 2 * dim] (the triplet model's output)
+    same identity (or [B, 2] class ids of a class batch). With `from_embeddings`, y_pred is
+    [B, 2 * dim] (the triplet model's output)
     and d is the Euclidean distance of its halves. A training-curve proxy only: the served
     threshold is calibrated after training."""
 
