@@ -14,8 +14,8 @@ test characters: verification accuracy at the model's calibrated threshold (bala
 AUC and EER, and 20-way one-shot accuracy on Lake-format runs whose 20 characters come from one
 alphabet (one drawer's image as exemplar, another's as query).
 
-ORL faces: the pipeline trains on subjects s1-s24 (a quarter of them held out for calibration
-by default);
+ORL faces: the pipeline trains on subjects s1-s24 (4 of them held out for calibration by
+default);
 reported: EER (and accuracy, AUC) on balanced pairs of subjects s25-s30, and the EER over every
 pair of their images.
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import json
 import os
 import random
@@ -106,13 +107,16 @@ def prepare_orl(work: str, train_subjects: int) -> tuple[str, str]:
 
 def every_pair(root: str) -> tuple[list[str], list[str], list[int]]:
     """(lefts, rights, labels) of every unordered pair of images under root/<class>/."""
-    images = sorted(glob.glob(os.path.join(root, "*", "*")))
+    from components.pair_example_gen import inputs
+
+    classes, _ = inputs.list_class_folders(root, class_depth=1)
+    images = [(name, os.path.join(root, path))
+              for name, paths in sorted(classes.items()) for path in paths]
     lefts, rights, labels = [], [], []
-    for i, left in enumerate(images):
-        for right in images[i + 1:]:
-            lefts.append(left)
-            rights.append(right)
-            labels.append(int(os.path.dirname(left) == os.path.dirname(right)))
+    for (left_class, left), (right_class, right) in itertools.combinations(images, 2):
+        lefts.append(left)
+        rights.append(right)
+        labels.append(int(left_class == right_class))
     return lefts, rights, labels
 
 
