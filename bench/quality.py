@@ -105,19 +105,49 @@ def prepare_orl(work: str, train_subjects: int) -> tuple[str, str]:
     return train_root, test_root
 
 
-def every_pair(root: str) -> tuple[list[str], list[str], list[int]]:
-    """(lefts, rights, labels) of every unordered pair of images under root/<class>/."""
+def class_images(root: str) -> list[tuple[str, str]]:
+    """(class, path) of every image under root/<class>/, as the pipeline lists them."""
     from components.pair_example_gen import inputs
 
     classes, _ = inputs.list_class_folders(root, class_depth=1)
-    images = [(name, os.path.join(root, path))
-              for name, paths in sorted(classes.items()) for path in paths]
+    return [(name, os.path.join(root, path))
+            for name, paths in sorted(classes.items()) for path in paths]
+
+
+def every_pair(root: str) -> tuple[list[str], list[str], list[int]]:
+    """(lefts, rights, labels) of every unordered pair of images under root/<class>/."""
     lefts, rights, labels = [], [], []
-    for (left_class, left), (right_class, right) in itertools.combinations(images, 2):
+    for (left_class, left), (right_class, right) in itertools.combinations(class_images(root),
+                                                                            2):
         lefts.append(left)
         rights.append(right)
         labels.append(int(left_class == right_class))
     return lefts, rights, labels
+
+
+def member_all_pairs_eers(model_path: str, root: str, members: int) -> list[float]:
+    """Each ensemble member's EER over every pair of images under root/<class>/, from the served
+    embedding: member i's unit embedding is its i-th slice (scaled by 1/sqrt(members), which no
+    EER sees)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from components.trainer import calibration
+    from pipeline import quality
+
+    paths = class_images(root)
+    embed = quality.load_model(model_path).signatures["embed"]
+    embedding = np.concatenate([
+        embed(image=tf.constant([quality._read(p) for _, p in paths[i:i + 64]]))[
+            "embedding"].numpy() for i in range(0, len(paths), 64)])
+    names = np.array([name for name, _ in paths])
+    upper = np.triu_indices(len(paths), 1)
+    labels = (names[:, None] == names[None])[upper].astype(int)
+    eers = []
+    for part in np.split(embedding, members, axis=1):
+        distances = np.linalg.norm(part[:, None] - part[None], axis=-1)[upper]
+        eers.append(round(float(calibration.equal_error_rate(distances, labels)[0]), 4))
+    return eers
 
 
 def train_pipeline(work: str, image_root: str, class_depth: int, args: argparse.Namespace,
@@ -140,7 +170,8 @@ def train_pipeline(work: str, image_root: str, class_depth: int, args: argparse.
         image=ImageConfig(height=height, width=width, channels=1),
         model=ModelConfig(backbone=args.backbone, head=args.head, loss=args.loss,
                           embedding_dim=args.embedding_dim, margin=args.margin,
-                          standardize_images=args.standardize_images),
+                          standardize_images=args.standardize_images,
+                          ensemble_members=args.ensemble_members),
         train=TrainConfig(train_steps=args.steps, batch_size=args.batch_size,
                           learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
                           classes_per_batch=args.classes_per_batch,
@@ -214,6 +245,9 @@ def bench_orl(args: argparse.Namespace) -> dict[str, Any]:
     lefts, rights, labels = every_pair(test_root)
     result["test_verification_all_pairs"] = quality.evaluate(
         result["model"], lefts, rights, labels, os.path.join(work, "evaluate_all_pairs"))
+    if args.ensemble_members > 1:
+        result["test_all_pairs_member_eers"] = member_all_pairs_eers(
+            result["model"], test_root, args.ensemble_members)
     result["measure_seconds"] = round(time.time() - started, 1)
     return result
 
@@ -246,6 +280,9 @@ def _report(name: str, result: dict[str, Any]) -> None:
         a = result["test_verification_all_pairs"]
         print(f"every pair of held-out images ({a['pairs']}, {a['positive_pairs']} same): "
               f"EER {a['eer']:.4f}, AUC {a['auc']:.4f}")
+    if "test_all_pairs_member_eers" in result:
+        print("  each ensemble member alone (its slice of the embedding): EER "
+              + ", ".join(f"{e:.4f}" for e in result["test_all_pairs_member_eers"]))
     if "oneshot_20way" in result:
         o = result["oneshot_20way"]
         print(f"20-way within-alphabet one-shot accuracy on held-out characters "
@@ -258,13 +295,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                      margin=0.5, size=32, steps=6000, batch_size=64, learning_rate=1e-3,
                      lr_schedule="cosine", classes_per_batch=32, rotation_classes=True,
                      augment=True, flip_horizontal=False, standardize_images=False,
-                     eval_class_fraction=0.1, eval_pairs=2000),
+                     eval_class_fraction=0.1, eval_pairs=2000, ensemble_members=1),
     "orl": dict(backbone="conv4", head="euclidean", loss="triplet", embedding_dim=128,
                 margin=0.5, size=32, steps=3000, batch_size=64, learning_rate=1e-3,
                 lr_schedule="cosine", classes_per_batch=16, rotation_classes=False,
                 augment=True, flip_horizontal=True, standardize_images=True,
                 # 4 of the 24 subjects for calibration: they have 180 distinct same pairs.
-                eval_class_fraction=0.17, eval_pairs=300),
+                eval_class_fraction=0.17, eval_pairs=300, ensemble_members=1),
 }
 
 
@@ -294,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int,
                         help="Image width (Omniglot: also height; ORL: height keeps the 92x112 "
                         "aspect).")
-    parser.add_argument("--steps", type=int, help="Training steps.")
+    parser.add_argument("--steps", type=int, help="Training steps (of each ensemble member).")
+    parser.add_argument("--ensemble-members", type=int,
+                        help="ModelConfig.ensemble_members: models trained and served as one.")
     parser.add_argument("--batch-size", type=int, help="Pairs per step.")
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"))

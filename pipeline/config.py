@@ -118,6 +118,14 @@ class ModelConfig:
         "network (two unshared branches), for comparison only; its embed signature uses the "
         "left branch.",
     )
+    ensemble_members: int = _opt(
+        1,
+        "Independently trained copies of the network (training seeds seed, seed+1, ...), each "
+        "for --train-steps, served as ONE model: its embedding is the members' unit embeddings "
+        "concatenated and scaled by 1/sqrt(members), so its distance is the root mean square of "
+        "the members' distances. Averages out run-to-run training noise on small data; costs "
+        "members x the training. Euclidean head and shared weights only.",
+    )
 
     def __post_init__(self) -> None:
         _check(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}")
@@ -129,6 +137,11 @@ class ModelConfig:
                "takes contrastive or triplet, l1_sigmoid and matchnet take binary_crossentropy")
         _check(self.embedding_dim >= 2, "embedding_dim must be >= 2")
         _check(self.margin > 0, "margin must be > 0")
+        _check(self.ensemble_members >= 1, "ensemble_members must be >= 1")
+        _check(self.ensemble_members == 1 or (self.head == "euclidean" and self.shared_weights),
+               f"ensemble_members {self.ensemble_members} needs the euclidean head and shared "
+               f"weights (got head {self.head!r}, shared_weights {self.shared_weights}): an "
+               "ensemble is served as one embedding, the members' concatenated")
 
 
 @dataclass(frozen=True)

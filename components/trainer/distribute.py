@@ -106,14 +106,14 @@ def _float32_output(model: keras.Model, name: str) -> keras.Model:
     return keras.Model(model.inputs, output, name=model.name)
 
 
-def build_model(image: ImageConfig, model: ModelConfig,
-                mixed_precision: bool = False) -> tuple[keras.Model, keras.Model]:
+def build_model(image: ImageConfig, model: ModelConfig, mixed_precision: bool = False,
+                backbone_name: str = "") -> tuple[keras.Model, keras.Model]:
     """`model_lib.build_siamese`, optionally with float16 compute and float32 outputs.
     Call it inside `strategy.scope()`."""
     if not mixed_precision:
-        return model_lib.build_siamese(image, model)
+        return model_lib.build_siamese(image, model, backbone_name=backbone_name)
     with precision(True):  # The outer models too: Keras picks the loss scaling from them.
-        siamese, backbone = model_lib.build_siamese(image, model)
+        siamese, backbone = model_lib.build_siamese(image, model, backbone_name=backbone_name)
         return _float32_output(siamese, "distance_float32"), _float32_output(
             backbone, "embedding_float32")
 

@@ -64,3 +64,14 @@ class PerImageStandardize(keras.layers.Layer):
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         return tf.image.per_image_standardization(inputs)
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class EnsembleEmbedding(keras.layers.Layer):
+    """The members' embeddings -> their concatenation scaled by 1/sqrt(members): unit length when
+    each member's is, and its squared Euclidean distance is the mean of the members' squared
+    distances (an ensemble's distance is the root mean square of its members')."""
+
+    def call(self, inputs: Any) -> tf.Tensor:
+        parts = [tf.cast(x, tf.float32) for x in inputs]
+        return tf.concat(parts, axis=-1) / tf.sqrt(float(len(parts)))

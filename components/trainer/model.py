@@ -3,7 +3,9 @@
 Both branches are the same Keras model object, so they share one set of weights: the Siamese
 model's parameter count is the backbone's plus the head's (the Euclidean head has none). With
 `ModelConfig.shared_weights=False` it is instead a PSEUDO-Siamese network (two backbones with
-their own weights), built only to compare against.
+their own weights), built only to compare against. With `ModelConfig.ensemble_members > 1` the
+Trainer trains that many Siamese networks and `build_ensemble` joins their backbones into the
+one backbone of the served Siamese model.
 
 Backbones are in `backbones.py`, heads in `heads.py`, losses in `losses.py`.
 """
@@ -17,22 +19,25 @@ import tensorflow as tf
 from components import features
 from components.trainer import heads, losses
 from components.trainer.backbones import build_backbone
-from components.trainer.layers import ConcatEmbeddings, EuclideanDistance, L2Normalize
+from components.trainer.layers import (ConcatEmbeddings, EnsembleEmbedding, EuclideanDistance,
+                                       L2Normalize)
 
 keras = tf.keras
 
 __all__ = ["EuclideanDistance", "L2Normalize", "build_backbone", "build_siamese",
-           "training_model", "loss_for", "metrics_for"]
+           "build_ensemble", "training_model", "loss_for", "metrics_for"]
 
 from pipeline.config import ImageConfig, ModelConfig  # noqa: E402
 
 
 def build_siamese(image: ImageConfig, model: ModelConfig,
-                  backbone: Optional[keras.Model] = None) -> tuple[keras.Model, keras.Model]:
+                  backbone: Optional[keras.Model] = None,
+                  backbone_name: str = "") -> tuple[keras.Model, keras.Model]:
     """Returns (siamese, backbone). The Siamese model maps the transformed image features
     {left_image_xf, right_image_xf} to the head's distance, [batch] (>= 0, larger = less
     similar). `backbone` embeds one image (the left branch's, for a pseudo-Siamese network);
-    pass one to reuse an existing embedding network (Siamese only)."""
+    pass one to reuse an existing embedding network (Siamese only). `backbone_name` renames a
+    new (Siamese) backbone, e.g. an ensemble member's."""
     shape = (image.height, image.width, image.channels)
     inputs = {
         features.transformed_name(key): keras.Input(shape, name=features.transformed_name(key))
@@ -40,7 +45,7 @@ def build_siamese(image: ImageConfig, model: ModelConfig,
     }
     left, right = (inputs[features.transformed_name(key)] for key in features.IMAGE_KEYS)
     if model.shared_weights:
-        backbone = right_backbone = backbone or build_backbone(image, model)
+        backbone = right_backbone = backbone or build_backbone(image, model, name=backbone_name)
         name = "siamese"
     else:
         backbone = build_backbone(image, model, name=f"{model.backbone}_left")
@@ -49,6 +54,20 @@ def build_siamese(image: ImageConfig, model: ModelConfig,
     distance = heads.build_head(model.head, features.DISTANCE)(
         [backbone(left), right_backbone(right)])
     return keras.Model(inputs, distance, name=name), backbone
+
+
+def build_ensemble(image: ImageConfig, model: ModelConfig,
+                   backbones: list[keras.Model]) -> tuple[keras.Model, keras.Model]:
+    """(siamese, backbone) of an ensemble: the backbone embeds an image with every member's
+    backbone (`EnsembleEmbedding`: concatenated, scaled by 1/sqrt(members)), and the Siamese
+    model is `build_siamese`'s euclidean head on it, so its distance is the root mean square of
+    the members' distances. The members' backbones need distinct names."""
+    if model.head != "euclidean" or not model.shared_weights:
+        raise ValueError("an ensemble needs the euclidean head and shared weights")
+    inputs = keras.Input((image.height, image.width, image.channels), name="image")
+    embedding = EnsembleEmbedding(name="ensemble_embedding")([b(inputs) for b in backbones])
+    backbone = keras.Model(inputs, embedding, name=f"{model.backbone}_ensemble")
+    return build_siamese(image, model, backbone=backbone)
 
 
 def training_model(siamese: keras.Model, model: ModelConfig) -> keras.Model:

@@ -10,6 +10,13 @@ After training, the match threshold is calibrated on the eval split (TrainConfig
 and reported with accuracy, precision, recall, AUC and EER at it, in the log and in
 `<model_run_dir>/training_metrics.json`; the training curves are TensorBoard scalars under
 `<model_run_dir>/curves/` and `<model_run_dir>/training_curves.png`.
+
+With `ModelConfig.ensemble_members` K > 1, K Siamese networks are trained one after the other
+(seeds seed .. seed+K-1, each for `train_steps`), each with its curves, logs and backups in
+`<model_run_dir>/member_<i>/`; a finished member's backbone weights are kept there
+(`finished/`), so a restarted Trainer resumes at the member it was training. The exported model
+is their ensemble (`model.build_ensemble`), calibrated as one; training_metrics.json also lists
+each member's own figures.
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ from pipeline.config import ImageConfig, ModelConfig, TrainConfig, from_dict
 keras = tf.keras
 
 METRICS_FILE = "training_metrics.json"
+FINISHED_SUBDIR = "finished"  # an ensemble member's backbone weights once it is trained
+# What training_metrics.json reports for each ensemble member (calibrated on its own).
+MEMBER_METRICS = ("threshold", "eval_accuracy", "eval_auc", "eval_eer")
 
 
 def make_dataset(
@@ -111,13 +121,14 @@ def calibrate(
 
 def compile_for_training(
     strategy: tf.distribute.Strategy, image: ImageConfig, model_cfg: ModelConfig,
-    learning_rate: Any, mixed_precision: bool = False,
+    learning_rate: Any, mixed_precision: bool = False, backbone_name: str = "",
 ) -> tuple[keras.Model, keras.Model, keras.Model]:
     """(siamese, backbone, trainable) built in `strategy`'s scope; `trainable` (the Siamese
     model, or its two-embedding twin for the triplet loss) is compiled with Adam, the configured
     loss and the pair-accuracy curve metric. `learning_rate`: a float or a Keras schedule."""
     with strategy.scope():
-        siamese, backbone = distribute.build_model(image, model_cfg, mixed_precision)
+        siamese, backbone = distribute.build_model(image, model_cfg, mixed_precision,
+                                                   backbone_name=backbone_name)
         trainable = model_lib.training_model(siamese, model_cfg)
         trainable.compile(optimizer=keras.optimizers.Adam(learning_rate),
                           loss=model_lib.loss_for(model_cfg),
@@ -125,12 +136,48 @@ def compile_for_training(
     return siamese, backbone, trainable
 
 
+def member_dir(model_run_dir: str, index: int, members: int) -> str:
+    """Where ensemble member `index` keeps its curves, logs and backups: the run directory
+    itself for a single model, `<model_run_dir>/member_<index>` in an ensemble."""
+    return model_run_dir if members == 1 else os.path.join(model_run_dir, f"member_{index}")
+
+
+def finished_weights(directory: str) -> str:
+    """The checkpoint prefix of a finished ensemble member's backbone weights."""
+    return os.path.join(directory, FINISHED_SUBDIR, "backbone")
+
+
+def save_finished(backbone: keras.Model, directory: str, final_loss: float) -> None:
+    """Records a finished member's backbone and final training loss, so a restarted Trainer
+    does not train it again (the chief writes them; other workers write a temporary copy, as
+    for the export)."""
+    finished = os.path.dirname(finished_weights(directory))
+    written = distribute.write_dir(finished)
+    tf.io.gfile.makedirs(written)
+    backbone.save_weights(os.path.join(written, os.path.basename(finished_weights(directory))))
+    with tf.io.gfile.GFile(os.path.join(written, "member.json"), "w") as f:
+        f.write(json.dumps({"final_train_loss": final_loss}))
+    distribute.discard(written, finished)
+
+
+def restore_finished(backbone: keras.Model, directory: str) -> Optional[float]:
+    """Loads a finished member's backbone weights and returns its final training loss; None
+    (and nothing loaded) when it has not finished."""
+    prefix = finished_weights(directory)
+    summary = os.path.join(os.path.dirname(prefix), "member.json")
+    if not (tf.io.gfile.exists(prefix + ".index") and tf.io.gfile.exists(summary)):
+        return None
+    backbone.load_weights(prefix).expect_partial()
+    with tf.io.gfile.GFile(summary) as f:
+        return float(json.load(f)["final_train_loss"])
+
+
 # TFX Trainer calls this.
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     image = from_dict(ImageConfig, fn_args.custom_config["image"])
     model_cfg = from_dict(ModelConfig, fn_args.custom_config["model"])
     train_cfg = from_dict(TrainConfig, fn_args.custom_config["train"])
-    tf.keras.utils.set_random_seed(fn_args.custom_config.get("seed", 0))
+    seed = fn_args.custom_config.get("seed", 0)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
     # Settings still to be added to TrainConfig are read from the raw section, with defaults.
@@ -139,33 +186,72 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     batch_size = distribute.global_batch_size(train_settings, strategy.num_replicas_in_sync)
     logging.info("Training with %s, %d replica(s), global batch %d", type(strategy).__name__,
                  strategy.num_replicas_in_sync, batch_size)
-    train_ds = None
-    if model_cfg.loss == "triplet":
-        train_ds = class_batches_or_none(fn_args.train_files, fn_args.data_accessor,
-                                         tf_transform_output, batch_size, train_cfg,
-                                         fn_args.custom_config.get("seed", 0))
-    if train_ds is None:
-        train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                                batch_size)
     eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
                            batch_size, shuffle=False)
-    if train_cfg.augment:  # Training batches only: the served model never sees it.
-        train_ds = augment.augment_pairs(train_ds, flip=train_cfg.flip_horizontal)
-    siamese, backbone, trainable = compile_for_training(
-        strategy, image, model_cfg, learning_rate(train_cfg, fn_args.train_steps),
-        mixed_precision=bool(train_settings.get("mixed_precision", False)))
-    callbacks = []
-    if distribute.is_chief():
-        callbacks.append(curves.TrainingCurves(
-            fn_args.model_run_dir, train_cfg.curve_every, eval_ds, model_lib.loss_for(model_cfg),
-            model_lib.metrics_for(model_cfg)[0]))
-    history = distribute.fit(trainable, train_ds, fn_args.train_steps, fn_args.model_run_dir,
-                             distribute.checkpoint_steps(train_settings), callbacks=callbacks)
+    members = model_cfg.ensemble_members
+    trained = []
+    for index in range(members):
+        # Each member has its own seed: its initial weights, batches and augmentation differ.
+        tf.keras.utils.set_random_seed(seed + index)
+        directory = member_dir(fn_args.model_run_dir, index, members)
+        train_ds = None
+        if model_cfg.loss == "triplet":
+            train_ds = class_batches_or_none(fn_args.train_files, fn_args.data_accessor,
+                                             tf_transform_output, batch_size, train_cfg,
+                                             seed + index)
+        if train_ds is None:
+            train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor,
+                                    tf_transform_output, batch_size)
+        if train_cfg.augment:  # Training batches only: the served model never sees it.
+            train_ds = augment.augment_pairs(train_ds, flip=train_cfg.flip_horizontal)
+        siamese, backbone, trainable = compile_for_training(
+            strategy, image, model_cfg, learning_rate(train_cfg, fn_args.train_steps),
+            mixed_precision=bool(train_settings.get("mixed_precision", False)),
+            backbone_name=f"{model_cfg.backbone}_member_{index}" if members > 1 else "")
+        final_loss = restore_finished(backbone, directory) if members > 1 else None
+        if final_loss is not None:
+            logging.info("Ensemble member %d/%d: finished before, weights restored from %s",
+                         index + 1, members, directory)
+        else:
+            if members > 1:
+                logging.info("Ensemble member %d/%d (seed %d): training %d steps", index + 1,
+                             members, seed + index, fn_args.train_steps)
+            callbacks = []
+            if distribute.is_chief():
+                callbacks.append(curves.TrainingCurves(
+                    directory, train_cfg.curve_every, eval_ds, model_lib.loss_for(model_cfg),
+                    model_lib.metrics_for(model_cfg)[0]))
+            history = distribute.fit(trainable, train_ds, fn_args.train_steps, directory,
+                                     distribute.checkpoint_steps(train_settings),
+                                     callbacks=callbacks)
+            final_loss = float(history.history["loss"][-1])
+            if members > 1:
+                save_finished(backbone, directory, final_loss)
+        trained.append((siamese, backbone, final_loss))
+
+    if members == 1:
+        siamese, backbone, final_loss = trained[0]
+        member_results = []
+    else:
+        member_results = []
+        for index, (member, _, loss) in enumerate(trained):
+            metrics = calibrate(member, eval_ds, fn_args.eval_steps, train_cfg.threshold_mode,
+                                train_cfg.target_false_match_rate)
+            member_results.append({"seed": seed + index, "final_train_loss": loss,
+                                   **{k: metrics[k] for k in MEMBER_METRICS}})
+            logging.info("Ensemble member %d: eval AUC %.4f, EER %.4f", index,
+                         metrics["eval_auc"], metrics["eval_eer"])
+        with strategy.scope():
+            siamese, backbone = model_lib.build_ensemble(image, model_cfg,
+                                                         [b for _, b, _ in trained])
+        final_loss = float(np.mean([loss for _, _, loss in trained]))
     result = calibrate(siamese, eval_ds, fn_args.eval_steps, train_cfg.threshold_mode,
                        train_cfg.target_false_match_rate)
-    result["final_train_loss"] = float(history.history["loss"][-1])
+    result["final_train_loss"] = final_loss
     result.update(backbone=model_cfg.backbone, head=model_cfg.head, loss=model_cfg.loss,
-                  shared_weights=model_cfg.shared_weights)
+                  shared_weights=model_cfg.shared_weights, ensemble_members=members)
+    if member_results:
+        result["members"] = member_results
     logging.info("Calibrated on the eval split (threshold by %s): threshold %.4f, accuracy "
                  "%.4f, precision %.4f, recall %.4f, AUC %.4f, EER %.4f", result["threshold_mode"],
                  result["threshold"], result["eval_accuracy"], result["eval_precision"],

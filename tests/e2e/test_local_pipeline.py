@@ -2,6 +2,8 @@
 Metadata, on a few real Omniglot characters and a few training steps."""
 
 import dataclasses
+import glob
+import json
 import os
 
 import numpy as np
@@ -161,3 +163,44 @@ def test_model_that_cannot_answer_through_the_serving_stack_is_not_pushed(
     assert "Infra validation: FAILED" in broken.format()
     assert sorted(os.listdir(workdir / "serving" / "omniglot")) == before
     assert first_run.infra_blessed is True and first_run.infra_checks == 7
+
+
+def test_ensemble_trains_each_member_and_serves_their_joint_embedding(omniglot_tiny,
+                                                                      tmp_path):
+    """ensemble_members=2 through the whole pipeline: two members trained with their own seeds
+    and directories, calibrated, blessed, infra-validated and pushed as ONE model whose
+    embedding joins theirs."""
+    base = _config(omniglot_tiny, tmp_path)
+    config = dataclasses.replace(
+        base, model=dataclasses.replace(base.model, ensemble_members=2),
+        train=dataclasses.replace(base.train, curve_every=2))
+    summary = _run(config, tmp_path)
+    assert all(s == "COMPLETE" for s in _states(summary).values()), _states(summary)
+    assert summary.blessed is True and summary.infra_blessed is True and summary.pushed_path
+    (metrics_path,) = [p for uri in summary.artifacts[pipeline_lib.TRAINER]
+                       for p in glob.glob(os.path.join(uri, "**", "training_metrics.json"),
+                                          recursive=True)]
+    metrics = json.load(open(metrics_path))
+    assert metrics["ensemble_members"] == 2
+    assert [m["seed"] for m in metrics["members"]] == [base.data.seed, base.data.seed + 1]
+    assert all(0.0 <= m["eval_auc"] <= 1.0 for m in metrics["members"])
+    run_dir = os.path.dirname(metrics_path)
+    for index in range(2):
+        member = os.path.join(run_dir, f"member_{index}")
+        assert os.path.exists(os.path.join(member, "finished", "backbone.index"))
+        assert os.path.exists(os.path.join(member, "training_curves.png"))
+
+    loaded = tf.saved_model.load(summary.pushed_path)
+    folder = os.path.join(omniglot_tiny, sorted(os.listdir(omniglot_tiny))[0])
+    character = os.path.join(folder, sorted(os.listdir(folder))[0])
+    images = [open(os.path.join(character, n), "rb").read()
+              for n in sorted(os.listdir(character))[:4]]
+    embedding = loaded.signatures[features.EMBED_SIGNATURE](
+        image=tf.constant(images))[features.EMBEDDING].numpy()
+    assert embedding.shape == (4, 2 * EMBEDDING_DIM)
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=-1), 1.0, rtol=1e-4)
+    out = loaded.signatures[features.COMPARE_SIGNATURE](
+        left_image=tf.constant(images[:2]), right_image=tf.constant(images[2:]))
+    np.testing.assert_allclose(out[features.DISTANCE].numpy(),
+                               np.linalg.norm(embedding[:2] - embedding[2:], axis=-1),
+                               rtol=1e-4, atol=1e-5)
