@@ -93,6 +93,25 @@ def class_batches_or_none(
         rotations=train_cfg.rotation_classes, seed=seed)
 
 
+def training_batches(
+    fn_args: tfx.components.FnArgs, tf_transform_output: tft.TFTransformOutput,
+    batch_size: int, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
+) -> tf.data.Dataset:
+    """The training batches: class batches for the triplet loss (when the split allows), else
+    the sampled pairs; augmented with `TrainConfig.augment` (training only: the served model
+    never sees it)."""
+    train_ds = None
+    if model_cfg.loss == "triplet":
+        train_ds = class_batches_or_none(fn_args.train_files, fn_args.data_accessor,
+                                         tf_transform_output, batch_size, train_cfg, seed)
+    if train_ds is None:
+        train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
+                                batch_size)
+    if train_cfg.augment:
+        train_ds = augment.augment_pairs(train_ds, flip=train_cfg.flip_horizontal)
+    return train_ds
+
+
 def learning_rate(train_cfg: TrainConfig, steps: int) -> Any:
     """Adam's learning rate: constant, or a cosine decay to 5% over `steps`."""
     if train_cfg.lr_schedule == "cosine":
@@ -155,20 +174,29 @@ def save_finished(backbone: keras.Model, directory: str, final_loss: float) -> N
     written = distribute.write_dir(finished)
     tf.io.gfile.makedirs(written)
     backbone.save_weights(os.path.join(written, os.path.basename(finished_weights(directory))))
-    with tf.io.gfile.GFile(os.path.join(written, "member.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(written, os.path.basename(_finished_summary(directory))),
+                           "w") as f:
         f.write(json.dumps({"final_train_loss": final_loss}))
     distribute.discard(written, finished)
+
+
+def _finished_summary(directory: str) -> str:
+    return os.path.join(directory, FINISHED_SUBDIR, "member.json")
+
+
+def is_finished(directory: str) -> bool:
+    """Whether the member in `directory` finished: its summary is written after its weights."""
+    return (tf.io.gfile.exists(finished_weights(directory) + ".index")
+            and tf.io.gfile.exists(_finished_summary(directory)))
 
 
 def restore_finished(backbone: keras.Model, directory: str) -> Optional[float]:
     """Loads a finished member's backbone weights and returns its final training loss; None
     (and nothing loaded) when it has not finished."""
-    prefix = finished_weights(directory)
-    summary = os.path.join(os.path.dirname(prefix), "member.json")
-    if not (tf.io.gfile.exists(prefix + ".index") and tf.io.gfile.exists(summary)):
+    if not is_finished(directory):
         return None
-    backbone.load_weights(prefix).expect_partial()
-    with tf.io.gfile.GFile(summary) as f:
+    backbone.load_weights(finished_weights(directory)).expect_partial()
+    with tf.io.gfile.GFile(_finished_summary(directory)) as f:
         return float(json.load(f)["final_train_loss"])
 
 
@@ -194,21 +222,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         # Each member has its own seed: its initial weights, batches and augmentation differ.
         tf.keras.utils.set_random_seed(seed + index)
         directory = member_dir(fn_args.model_run_dir, index, members)
-        train_ds = None
-        if model_cfg.loss == "triplet":
-            train_ds = class_batches_or_none(fn_args.train_files, fn_args.data_accessor,
-                                             tf_transform_output, batch_size, train_cfg,
-                                             seed + index)
-        if train_ds is None:
-            train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor,
-                                    tf_transform_output, batch_size)
-        if train_cfg.augment:  # Training batches only: the served model never sees it.
-            train_ds = augment.augment_pairs(train_ds, flip=train_cfg.flip_horizontal)
+        resuming = members > 1 and is_finished(directory)
+        # A finished member needs no training batches (building them reads the train split).
+        train_ds = None if resuming else training_batches(
+            fn_args, tf_transform_output, batch_size, model_cfg, train_cfg, seed + index)
         siamese, backbone, trainable = compile_for_training(
             strategy, image, model_cfg, learning_rate(train_cfg, fn_args.train_steps),
             mixed_precision=bool(train_settings.get("mixed_precision", False)),
             backbone_name=f"{model_cfg.backbone}_member_{index}" if members > 1 else "")
-        final_loss = restore_finished(backbone, directory) if members > 1 else None
+        final_loss = restore_finished(backbone, directory) if resuming else None
         if final_loss is not None:
             logging.info("Ensemble member %d/%d: finished before, weights restored from %s",
                          index + 1, members, directory)
