@@ -171,7 +171,8 @@ def train_pipeline(work: str, image_root: str, class_depth: int, args: argparse.
         model=ModelConfig(backbone=args.backbone, head=args.head, loss=args.loss,
                           embedding_dim=args.embedding_dim, margin=args.margin,
                           standardize_images=args.standardize_images,
-                          ensemble_members=args.ensemble_members),
+                          ensemble_members=args.ensemble_members,
+                          ensemble_class_fraction=args.ensemble_class_fraction),
         train=TrainConfig(train_steps=args.steps, batch_size=args.batch_size,
                           learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
                           classes_per_batch=args.classes_per_batch,
@@ -295,13 +296,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                      margin=0.5, size=32, steps=6000, batch_size=64, learning_rate=1e-3,
                      lr_schedule="cosine", classes_per_batch=32, rotation_classes=True,
                      augment=True, flip_horizontal=False, standardize_images=False,
-                     eval_class_fraction=0.1, eval_pairs=2000, ensemble_members=1),
+                     eval_class_fraction=0.1, eval_pairs=2000, ensemble_members=1,
+                     ensemble_class_fraction=1.0),
     "orl": dict(backbone="conv4", head="euclidean", loss="triplet", embedding_dim=128,
                 margin=0.5, size=32, steps=3000, batch_size=64, learning_rate=1e-3,
                 lr_schedule="cosine", classes_per_batch=16, rotation_classes=False,
                 augment=True, flip_horizontal=True, standardize_images=True,
                 # 4 of the 24 subjects for calibration: they have 180 distinct same pairs.
-                eval_class_fraction=0.17, eval_pairs=300, ensemble_members=1),
+                eval_class_fraction=0.17, eval_pairs=300, ensemble_members=1,
+                ensemble_class_fraction=1.0),
 }
 
 
@@ -334,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="Training steps (of each ensemble member).")
     parser.add_argument("--ensemble-members", type=int,
                         help="ModelConfig.ensemble_members: models trained and served as one.")
+    parser.add_argument("--ensemble-class-fraction", type=float,
+                        help="ModelConfig.ensemble_class_fraction: each member's share of the "
+                        "training classes (bagging by identity).")
     parser.add_argument("--batch-size", type=int, help="Pairs per step.")
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"))

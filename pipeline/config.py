@@ -126,6 +126,13 @@ class ModelConfig:
         "the members' distances. Averages out run-to-run training noise on small data; costs "
         "members x the training. Euclidean head and shared weights only.",
     )
+    ensemble_class_fraction: float = _opt(
+        1.0,
+        "Ensembles trained with the triplet loss's class batches: each member trains on this "
+        "fraction of the train split's classes, its own random draw (bagging by identity: "
+        "members that saw different identities err on different pairs). 1.0: every member "
+        "sees every class and the members differ only by their seed.",
+    )
 
     def __post_init__(self) -> None:
         _check(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}")
@@ -142,6 +149,13 @@ class ModelConfig:
                f"ensemble_members {self.ensemble_members} needs the euclidean head and shared "
                f"weights (got head {self.head!r}, shared_weights {self.shared_weights}): an "
                "ensemble is served as one embedding, the members' concatenated")
+        _check(0.0 < self.ensemble_class_fraction <= 1.0,
+               "ensemble_class_fraction must be in (0, 1]")
+        _check(self.ensemble_class_fraction == 1.0 or
+               (self.ensemble_members > 1 and self.loss == "triplet"),
+               f"ensemble_class_fraction {self.ensemble_class_fraction} needs an ensemble "
+               f"(ensemble_members > 1, got {self.ensemble_members}) trained with the triplet "
+               f"loss (got {self.loss!r}): the members' classes are drawn from its class batches")
 
 
 @dataclass(frozen=True)

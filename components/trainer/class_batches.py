@@ -100,9 +100,11 @@ def images_per_class(batch_size: int, classes_per_batch: int) -> int:
 
 def class_batch_dataset(images: np.ndarray, classes: np.ndarray, batch_size: int,
                         classes_per_batch: int, rotations: bool = False,
-                        seed: int = 0) -> tf.data.Dataset:
+                        seed: int = 0, class_fraction: float = 1.0) -> tf.data.Dataset:
     """Endless batches of `batch_size` pairs made of `classes_per_batch` classes x K images
-    (see the module doc): ({left_image_xf, right_image_xf}, [batch, 2] class ids)."""
+    (see the module doc): ({left_image_xf, right_image_xf}, [batch, 2] class ids).
+    `class_fraction` < 1: the batches draw only from that fraction of the classes (with two
+    images or more), chosen at random with `seed` (an ensemble member's bag of identities)."""
     per_class = images_per_class(batch_size, classes_per_batch)
     if rotations and images.shape[1] != images.shape[2]:
         raise ValueError("rotation classes need square images, got "
@@ -111,10 +113,18 @@ def class_batch_dataset(images: np.ndarray, classes: np.ndarray, batch_size: int
     members = [np.flatnonzero(classes == c) for c in range(num_classes)]
     eligible = np.array([c for c in range(num_classes) if len(members[c]) >= 2])
     variants = 4 if rotations else 1
+    rng = np.random.default_rng(seed)
+    if class_fraction < 1.0:
+        kept = max(1, int(round(class_fraction * len(eligible))))
+        if kept * variants < classes_per_batch:
+            raise ValueError(
+                f"ensemble_class_fraction {class_fraction} keeps {kept} of the train split's "
+                f"{len(eligible)} classes with two images or more (x{variants} rotations), "
+                f"fewer than classes_per_batch {classes_per_batch}")
+        eligible = np.sort(rng.choice(eligible, kept, replace=False))
     if len(eligible) * variants < classes_per_batch:
         raise ValueError(f"the train split has {len(eligible)} classes with two images or more "
                          f"(x{variants} rotations); classes_per_batch is {classes_per_batch}")
-    rng = np.random.default_rng(seed)
 
     def indices() -> Any:
         while True:

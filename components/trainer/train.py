@@ -14,7 +14,9 @@ and reported with accuracy, precision, recall, AUC and EER at it, in the log and
 With `ModelConfig.ensemble_members` K > 1, K Siamese networks are trained one after the other
 (seeds seed .. seed+K-1, each for `train_steps`), each with its curves, logs and backups in
 `<model_run_dir>/member_<i>/`; a finished member's backbone weights are kept there
-(`finished/`), so a restarted Trainer resumes at the member it was training. The exported model
+(`finished/`), so a restarted Trainer resumes at the member it was training. With
+`ensemble_class_fraction` < 1 each member's class batches draw from its own random share of the
+train split's classes (bagging by identity). The exported model
 is their ensemble (`model.build_ensemble`), calibrated as one; training_metrics.json also lists
 each member's own figures.
 """
@@ -68,11 +70,11 @@ def make_dataset(
 def class_batches_or_none(
     file_pattern: list[str], data_accessor: tfx.components.DataAccessor,
     tf_transform_output: tft.TFTransformOutput, batch_size: int, train_cfg: TrainConfig,
-    seed: int = 0,
+    seed: int = 0, class_fraction: float = 1.0,
 ) -> Optional[tf.data.Dataset]:
     """The triplet loss's class batches (`class_batches.py`) built from one pass over the train
     split, or None when `classes_per_batch` is 0 or the split has too few classes (the pair
-    batches are used then)."""
+    batches are used then). `class_fraction` < 1: drawn from that fraction of the classes."""
     if train_cfg.classes_per_batch <= 0:
         return None
     pairs = make_dataset(file_pattern, data_accessor, tf_transform_output, 256, shuffle=False,
@@ -88,9 +90,12 @@ def class_batches_or_none(
                         "the triplet loss on pair batches instead", eligible * variants,
                         train_cfg.classes_per_batch)
         return None
+    if class_fraction < 1.0:
+        logging.info("This member trains on %.0f%% of the %d classes (drawn with seed %d)",
+                     100 * class_fraction, eligible, seed)
     return class_batches.class_batch_dataset(
         images, classes, batch_size, train_cfg.classes_per_batch,
-        rotations=train_cfg.rotation_classes, seed=seed)
+        rotations=train_cfg.rotation_classes, seed=seed, class_fraction=class_fraction)
 
 
 def training_batches(
@@ -103,7 +108,13 @@ def training_batches(
     train_ds = None
     if model_cfg.loss == "triplet":
         train_ds = class_batches_or_none(fn_args.train_files, fn_args.data_accessor,
-                                         tf_transform_output, batch_size, train_cfg, seed)
+                                         tf_transform_output, batch_size, train_cfg, seed,
+                                         model_cfg.ensemble_class_fraction)
+    if train_ds is None and model_cfg.ensemble_class_fraction < 1.0:
+        raise ValueError(
+            f"ensemble_class_fraction {model_cfg.ensemble_class_fraction} needs the triplet "
+            f"loss's class batches, but this run trains on pair batches (classes_per_batch "
+            f"{train_cfg.classes_per_batch}, or too few classes in the train split)")
     if train_ds is None:
         train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
                                 batch_size)
@@ -271,7 +282,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                        train_cfg.target_false_match_rate)
     result["final_train_loss"] = final_loss
     result.update(backbone=model_cfg.backbone, head=model_cfg.head, loss=model_cfg.loss,
-                  shared_weights=model_cfg.shared_weights, ensemble_members=members)
+                  shared_weights=model_cfg.shared_weights, ensemble_members=members,
+                  ensemble_class_fraction=model_cfg.ensemble_class_fraction)
     if member_results:
         result["members"] = member_results
     logging.info("Calibrated on the eval split (threshold by %s): threshold %.4f, accuracy "

@@ -64,3 +64,41 @@ def test_rotation_classes_need_square_images():
     with pytest.raises(ValueError):
         class_batches.class_batch_dataset(np.zeros((8, 6, 4, 1), np.float32),
                                           np.repeat(np.arange(4), 2), 4, 2, rotations=True)
+
+
+def _classes_drawn(dataset: tf.data.Dataset, batches: int) -> set[int]:
+    """The classes a dataset's batches show, read off the images (every image of class c is
+    filled with c)."""
+    seen: set[int] = set()
+    for batch, _ in dataset.take(batches):
+        for key in (LEFT, RIGHT):
+            seen.update(int(round(v)) for v in batch[key].numpy()[:, 0, 0, 0])
+    return seen
+
+
+def test_class_fraction_draws_each_seed_its_own_share_of_the_classes():
+    num_classes, per_class = 10, 3
+    classes = np.repeat(np.arange(num_classes), per_class)
+    images = np.broadcast_to(classes.astype(np.float32)[:, None, None, None],
+                             (len(classes), 4, 4, 1)).copy()
+    everything = _classes_drawn(class_batches.class_batch_dataset(
+        images, classes, batch_size=4, classes_per_batch=2, seed=0), 60)
+    assert everything == set(range(num_classes))
+    bags = [_classes_drawn(class_batches.class_batch_dataset(
+        images, classes, batch_size=4, classes_per_batch=2, seed=seed, class_fraction=0.6), 60)
+        for seed in (0, 1, 2)]
+    # Each member sees exactly 6 of the 10 classes, and the members' bags differ.
+    assert all(len(bag) == 6 for bag in bags)
+    assert len({frozenset(bag) for bag in bags}) > 1
+    # The same seed draws the same bag (a restarted member trains on the same identities).
+    assert _classes_drawn(class_batches.class_batch_dataset(
+        images, classes, batch_size=4, classes_per_batch=2, seed=1, class_fraction=0.6),
+        60) == bags[1]
+
+
+def test_class_fraction_must_leave_a_batch_worth_of_classes():
+    classes = np.repeat(np.arange(10), 2)
+    with pytest.raises(ValueError, match="ensemble_class_fraction 0.3 keeps 3 of the train "
+                       "split's 10 classes"):
+        class_batches.class_batch_dataset(_images(20), classes, batch_size=4,
+                                          classes_per_batch=4, class_fraction=0.3)

@@ -116,3 +116,16 @@ def test_ensemble_needs_the_euclidean_head_and_shared_weights(overrides):
 def test_ensemble_members_must_be_positive():
     with pytest.raises(ValueError, match="ensemble_members must be >= 1"):
         ModelConfig(ensemble_members=0)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(ensemble_class_fraction=0.0), "must be in \\(0, 1\\]"),
+    (dict(ensemble_class_fraction=1.5), "must be in \\(0, 1\\]"),
+    (dict(ensemble_members=1, loss="triplet", ensemble_class_fraction=0.8), "needs an ensemble"),
+    (dict(ensemble_members=2, loss="contrastive", ensemble_class_fraction=0.8),
+     "trained with the triplet loss"),
+])
+def test_ensemble_class_fraction_is_checked(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**overrides)
+    ModelConfig(ensemble_members=2, loss="triplet", ensemble_class_fraction=0.8)
