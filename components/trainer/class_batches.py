@@ -98,6 +98,11 @@ def images_per_class(batch_size: int, classes_per_batch: int) -> int:
     return per_class
 
 
+def bag_size(eligible: int, class_fraction: float) -> int:
+    """How many of `eligible` classes a bag of `class_fraction` keeps (at least one)."""
+    return eligible if class_fraction >= 1.0 else max(1, int(round(class_fraction * eligible)))
+
+
 def class_batch_dataset(images: np.ndarray, classes: np.ndarray, batch_size: int,
                         classes_per_batch: int, rotations: bool = False,
                         seed: int = 0, class_fraction: float = 1.0) -> tf.data.Dataset:
@@ -115,7 +120,7 @@ def class_batch_dataset(images: np.ndarray, classes: np.ndarray, batch_size: int
     variants = 4 if rotations else 1
     rng = np.random.default_rng(seed)
     if class_fraction < 1.0:
-        kept = max(1, int(round(class_fraction * len(eligible))))
+        kept = bag_size(len(eligible), class_fraction)
         if kept * variants < classes_per_batch:
             raise ValueError(
                 f"ensemble_class_fraction {class_fraction} keeps {kept} of the train split's "

@@ -71,10 +71,12 @@ def class_batches_or_none(
     file_pattern: list[str], data_accessor: tfx.components.DataAccessor,
     tf_transform_output: tft.TFTransformOutput, batch_size: int, train_cfg: TrainConfig,
     seed: int = 0, class_fraction: float = 1.0,
-) -> Optional[tf.data.Dataset]:
+) -> Optional[tuple[tf.data.Dataset, dict[str, int]]]:
     """The triplet loss's class batches (`class_batches.py`) built from one pass over the train
-    split, or None when `classes_per_batch` is 0 or the split has too few classes (the pair
-    batches are used then). `class_fraction` < 1: drawn from that fraction of the classes."""
+    split, with what they draw from ({"train_classes": the classes they use, "train_split_classes":
+    the split's classes with two images or more}); None when `classes_per_batch` is 0 or the
+    split has too few classes (the pair batches are used then). `class_fraction` < 1: drawn from
+    that fraction of the classes."""
     if train_cfg.classes_per_batch <= 0:
         return None
     pairs = make_dataset(file_pattern, data_accessor, tf_transform_output, 256, shuffle=False,
@@ -90,26 +92,31 @@ def class_batches_or_none(
                         "the triplet loss on pair batches instead", eligible * variants,
                         train_cfg.classes_per_batch)
         return None
+    drawn = {"train_classes": class_batches.bag_size(eligible, class_fraction),
+             "train_split_classes": eligible}
     if class_fraction < 1.0:
-        logging.info("This member trains on %.0f%% of the %d classes (drawn with seed %d)",
-                     100 * class_fraction, eligible, seed)
+        logging.info("This member trains on %d of the %d classes (drawn with seed %d)",
+                     drawn["train_classes"], eligible, seed)
     return class_batches.class_batch_dataset(
         images, classes, batch_size, train_cfg.classes_per_batch,
-        rotations=train_cfg.rotation_classes, seed=seed, class_fraction=class_fraction)
+        rotations=train_cfg.rotation_classes, seed=seed, class_fraction=class_fraction), drawn
 
 
 def training_batches(
     fn_args: tfx.components.FnArgs, tf_transform_output: tft.TFTransformOutput,
     batch_size: int, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
-) -> tf.data.Dataset:
+) -> tuple[tf.data.Dataset, dict[str, int]]:
     """The training batches: class batches for the triplet loss (when the split allows), else
     the sampled pairs; augmented with `TrainConfig.augment` (training only: the served model
-    never sees it)."""
-    train_ds = None
+    never sees it). Also the classes the class batches draw from (`class_batches_or_none`; {}
+    for pair batches)."""
+    train_ds, drawn = None, {}
     if model_cfg.loss == "triplet":
-        train_ds = class_batches_or_none(fn_args.train_files, fn_args.data_accessor,
-                                         tf_transform_output, batch_size, train_cfg, seed,
-                                         model_cfg.ensemble_class_fraction)
+        class_batched = class_batches_or_none(fn_args.train_files, fn_args.data_accessor,
+                                              tf_transform_output, batch_size, train_cfg, seed,
+                                              model_cfg.ensemble_class_fraction)
+        if class_batched is not None:
+            train_ds, drawn = class_batched
     if train_ds is None and model_cfg.ensemble_class_fraction < 1.0:
         raise ValueError(
             f"ensemble_class_fraction {model_cfg.ensemble_class_fraction} needs the triplet "
@@ -120,7 +127,7 @@ def training_batches(
                                 batch_size)
     if train_cfg.augment:
         train_ds = augment.augment_pairs(train_ds, flip=train_cfg.flip_horizontal)
-    return train_ds
+    return train_ds, drawn
 
 
 def learning_rate(train_cfg: TrainConfig, steps: int) -> Any:
@@ -177,17 +184,17 @@ def finished_weights(directory: str) -> str:
     return os.path.join(directory, FINISHED_SUBDIR, "backbone")
 
 
-def save_finished(backbone: keras.Model, directory: str, final_loss: float) -> None:
-    """Records a finished member's backbone and final training loss, so a restarted Trainer
-    does not train it again (the chief writes them; other workers write a temporary copy, as
-    for the export)."""
+def save_finished(backbone: keras.Model, directory: str, record: dict[str, Any]) -> None:
+    """Records a finished member's backbone and its training record (`final_train_loss`, and
+    the classes it drew from), so a restarted Trainer does not train it again (the chief writes
+    them; other workers write a temporary copy, as for the export)."""
     finished = os.path.dirname(finished_weights(directory))
     written = distribute.write_dir(finished)
     tf.io.gfile.makedirs(written)
     backbone.save_weights(os.path.join(written, os.path.basename(finished_weights(directory))))
     with tf.io.gfile.GFile(os.path.join(written, os.path.basename(_finished_summary(directory))),
                            "w") as f:
-        f.write(json.dumps({"final_train_loss": final_loss}))
+        f.write(json.dumps(record))
     distribute.discard(written, finished)
 
 
@@ -201,14 +208,14 @@ def is_finished(directory: str) -> bool:
             and tf.io.gfile.exists(_finished_summary(directory)))
 
 
-def restore_finished(backbone: keras.Model, directory: str) -> Optional[float]:
-    """Loads a finished member's backbone weights and returns its final training loss; None
-    (and nothing loaded) when it has not finished."""
+def restore_finished(backbone: keras.Model, directory: str) -> Optional[dict[str, Any]]:
+    """Loads a finished member's backbone weights and returns its training record (as
+    `save_finished` wrote it); None (and nothing loaded) when it has not finished."""
     if not is_finished(directory):
         return None
     backbone.load_weights(finished_weights(directory)).expect_partial()
     with tf.io.gfile.GFile(_finished_summary(directory)) as f:
-        return float(json.load(f)["final_train_loss"])
+        return dict(json.load(f))
 
 
 # TFX Trainer calls this.
@@ -235,14 +242,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         directory = member_dir(fn_args.model_run_dir, index, members)
         resuming = members > 1 and is_finished(directory)
         # A finished member needs no training batches (building them reads the train split).
-        train_ds = None if resuming else training_batches(
+        train_ds, drawn = (None, {}) if resuming else training_batches(
             fn_args, tf_transform_output, batch_size, model_cfg, train_cfg, seed + index)
         siamese, backbone, trainable = compile_for_training(
             strategy, image, model_cfg, learning_rate(train_cfg, fn_args.train_steps),
             mixed_precision=bool(train_settings.get("mixed_precision", False)),
             backbone_name=f"{model_cfg.backbone}_member_{index}" if members > 1 else "")
-        final_loss = restore_finished(backbone, directory) if resuming else None
-        if final_loss is not None:
+        record = restore_finished(backbone, directory) if resuming else None
+        if record is not None:
             logging.info("Ensemble member %d/%d: finished before, weights restored from %s",
                          index + 1, members, directory)
         else:
@@ -257,30 +264,31 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             history = distribute.fit(trainable, train_ds, fn_args.train_steps, directory,
                                      distribute.checkpoint_steps(train_settings),
                                      callbacks=callbacks)
-            final_loss = float(history.history["loss"][-1])
+            record = {"final_train_loss": float(history.history["loss"][-1]), **drawn}
             if members > 1:
-                save_finished(backbone, directory, final_loss)
-        trained.append((siamese, backbone, final_loss))
+                save_finished(backbone, directory, record)
+        trained.append((siamese, backbone, record))
 
     if members == 1:
-        siamese, backbone, final_loss = trained[0]
+        siamese, backbone, record = trained[0]
         member_results = []
     else:
         member_results = []
-        for index, (member, _, loss) in enumerate(trained):
+        for index, (member, _, record) in enumerate(trained):
             metrics = calibrate(member, eval_ds, fn_args.eval_steps, train_cfg.threshold_mode,
                                 train_cfg.target_false_match_rate)
-            member_results.append({"seed": seed + index, "final_train_loss": loss,
+            member_results.append({"seed": seed + index, **record,
                                    **{k: metrics[k] for k in MEMBER_METRICS}})
             logging.info("Ensemble member %d: eval AUC %.4f, EER %.4f", index,
                          metrics["eval_auc"], metrics["eval_eer"])
         with strategy.scope():
             siamese, backbone = model_lib.build_ensemble(image, model_cfg,
                                                          [b for _, b, _ in trained])
-        final_loss = float(np.mean([loss for _, _, loss in trained]))
+        record = {"final_train_loss": float(np.mean([r["final_train_loss"]
+                                                      for _, _, r in trained]))}
     result = calibrate(siamese, eval_ds, fn_args.eval_steps, train_cfg.threshold_mode,
                        train_cfg.target_false_match_rate)
-    result["final_train_loss"] = final_loss
+    result.update(record)
     result.update(backbone=model_cfg.backbone, head=model_cfg.head, loss=model_cfg.loss,
                   shared_weights=model_cfg.shared_weights, ensemble_members=members,
                   ensemble_class_fraction=model_cfg.ensemble_class_fraction)

@@ -167,13 +167,14 @@ def test_model_that_cannot_answer_through_the_serving_stack_is_not_pushed(
 
 def test_ensemble_trains_each_member_and_serves_their_joint_embedding(omniglot_tiny,
                                                                       tmp_path):
-    """ensemble_members=2 through the whole pipeline: two members trained with their own seeds
-    and directories, calibrated, blessed, infra-validated and pushed as ONE model whose
-    embedding joins theirs."""
+    """ensemble_members=2 through the whole pipeline: two members trained with their own seeds,
+    directories and bags of training classes (triplet class batches), calibrated, blessed,
+    infra-validated and pushed as ONE model whose embedding joins theirs."""
     base = _config(omniglot_tiny, tmp_path)
     config = dataclasses.replace(
-        base, model=dataclasses.replace(base.model, ensemble_members=2),
-        train=dataclasses.replace(base.train, curve_every=2))
+        base, model=dataclasses.replace(base.model, ensemble_members=2, loss="triplet",
+                                        ensemble_class_fraction=0.67),
+        train=dataclasses.replace(base.train, curve_every=2, classes_per_batch=2))
     summary = _run(config, tmp_path)
     assert all(s == "COMPLETE" for s in _states(summary).values()), _states(summary)
     assert summary.blessed is True and summary.infra_blessed is True and summary.pushed_path
@@ -184,6 +185,12 @@ def test_ensemble_trains_each_member_and_serves_their_joint_embedding(omniglot_t
     assert metrics["ensemble_members"] == 2
     assert [m["seed"] for m in metrics["members"]] == [base.data.seed, base.data.seed + 1]
     assert all(0.0 <= m["eval_auc"] <= 1.0 for m in metrics["members"])
+    # 6 of the 8 characters train (eval_class_fraction 0.25); the Trainer recovers them from
+    # the 48 sampled pairs' positives (a character whose images those do not all link counts
+    # as several), and each member draws two thirds of what it recovered.
+    for member in metrics["members"]:
+        assert member["train_split_classes"] >= 6
+        assert member["train_classes"] == round(0.67 * member["train_split_classes"])
     run_dir = os.path.dirname(metrics_path)
     for index in range(2):
         member = os.path.join(run_dir, f"member_{index}")

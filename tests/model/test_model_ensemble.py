@@ -84,9 +84,10 @@ def test_finished_member_is_restored_not_retrained(tmp_path):
     assert directory == os.path.join(str(tmp_path), "member_1")
     assert train.member_dir(str(tmp_path), 0, 1) == str(tmp_path)
     assert train.restore_finished(fresh, directory) is None  # not finished: nothing loaded
-    train.save_finished(trained, directory, 0.25)
+    record = {"final_train_loss": 0.25, "train_classes": 17, "train_split_classes": 20}
+    train.save_finished(trained, directory, record)
     before = [w.numpy().copy() for w in fresh.weights]
-    assert train.restore_finished(fresh, directory) == 0.25
+    assert train.restore_finished(fresh, directory) == record
     assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, fresh.weights))
     for expected, restored in zip(trained.weights, fresh.weights):
         np.testing.assert_array_equal(expected.numpy(), restored.numpy())
@@ -97,7 +98,7 @@ def test_half_written_member_counts_as_unfinished(tmp_path):
     model_cfg = ModelConfig(backbone="conv4", embedding_dim=DIM)
     (backbone,) = _members(1, model_cfg)
     directory = str(tmp_path / "member_0")
-    train.save_finished(backbone, directory, 0.5)
+    train.save_finished(backbone, directory, {"final_train_loss": 0.5})
     os.remove(os.path.join(directory, train.FINISHED_SUBDIR, "member.json"))
     assert train.restore_finished(backbone, directory) is None
 
