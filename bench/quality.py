@@ -130,16 +130,11 @@ def member_all_pairs_eers(model_path: str, root: str, members: int) -> list[floa
     embedding: member i's unit embedding is its i-th slice (scaled by 1/sqrt(members), which no
     EER sees)."""
     import numpy as np
-    import tensorflow as tf
 
     from components.trainer import calibration
-    from pipeline import quality
 
     paths = class_images(root)
-    embed = quality.load_model(model_path).signatures["embed"]
-    embedding = np.concatenate([
-        embed(image=tf.constant([quality._read(p) for _, p in paths[i:i + 64]]))[
-            "embedding"].numpy() for i in range(0, len(paths), 64)])
+    embedding = _embed_all(model_path, [p for _, p in paths])
     names = np.array([name for name, _ in paths])
     upper = np.triu_indices(len(paths), 1)
     labels = (names[:, None] == names[None])[upper].astype(int)
@@ -148,6 +143,44 @@ def member_all_pairs_eers(model_path: str, root: str, members: int) -> list[floa
         distances = np.linalg.norm(part[:, None] - part[None], axis=-1)[upper]
         eers.append(round(float(calibration.equal_error_rate(distances, labels)[0]), 4))
     return eers
+
+
+def _embed_all(model_path: str, paths: list[str]) -> Any:
+    """The served embedding (`embed` signature) of every image file in `paths`, in order."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline import quality
+
+    embed = quality.load_model(model_path).signatures["embed"]
+    return np.concatenate([
+        embed(image=tf.constant([quality._read(p) for p in paths[i:i + 64]]))[
+            "embedding"].numpy() for i in range(0, len(paths), 64)])
+
+
+def member_oneshot_accuracies(model_path: str, runs_dir: str, members: int) -> dict[str, Any]:
+    """One-shot accuracy over the Lake-format runs in `runs_dir` of the whole served embedding
+    ("ensemble", which must equal the bench's own figure through `compare`) and of each
+    ensemble member alone (its slice of the embedding)."""
+    import numpy as np
+
+    from pipeline import quality
+
+    correct = np.zeros(members + 1)
+    queries = 0
+    for run in quality.find_runs(runs_dir):
+        exemplars, answers = quality.read_run(run)
+        asked = sorted(answers)
+        embedding = _embed_all(model_path, [os.path.join(run, p) for p in exemplars + asked])
+        truth = np.array([exemplars.index(answers[q]) for q in asked])
+        parts = [embedding] + np.split(embedding, members, axis=1)
+        for k, part in enumerate(parts):
+            known, asking = part[:len(exemplars)], part[len(exemplars):]
+            distances = np.linalg.norm(asking[:, None] - known[None], axis=-1)
+            correct[k] += np.sum(np.argmin(distances, axis=1) == truth)
+        queries += len(asked)
+    return {"ensemble": round(float(correct[0] / queries), 4),
+            "members": [round(float(c / queries), 4) for c in correct[1:]]}
 
 
 def train_pipeline(work: str, image_root: str, class_depth: int, args: argparse.Namespace,
@@ -221,8 +254,11 @@ def bench_omniglot(args: argparse.Namespace) -> dict[str, Any]:
     quality.make_lake_runs(test_root, runs_dir, num_runs=args.oneshot_runs, way=20,
                            seed=args.seed)
     oneshot = quality.oneshot(result["model"], runs_dir, os.path.join(work, "oneshot"))
-    result.update(test_verification=verification, oneshot_20way=oneshot,
-                  measure_seconds=round(time.time() - started, 1))
+    result.update(test_verification=verification, oneshot_20way=oneshot)
+    if args.ensemble_members > 1:
+        result["oneshot_20way_members"] = member_oneshot_accuracies(
+            result["model"], runs_dir, args.ensemble_members)
+    result["measure_seconds"] = round(time.time() - started, 1)
     return result
 
 
@@ -281,6 +317,11 @@ def _report(name: str, result: dict[str, Any]) -> None:
         a = result["test_verification_all_pairs"]
         print(f"every pair of held-out images ({a['pairs']}, {a['positive_pairs']} same): "
               f"EER {a['eer']:.4f}, AUC {a['auc']:.4f}")
+    for index, member in enumerate(t.get("members", [])):
+        print(f"  ensemble member {index} (seed {member['seed']}): eval-split AUC "
+              f"{member['eval_auc']:.4f}, EER {member['eval_eer']:.4f}"
+              + (f", trained on {member['train_classes']} of {member['train_split_classes']} "
+                 "classes" if "train_classes" in member else ""))
     if "test_all_pairs_member_eers" in result:
         print("  each ensemble member alone (its slice of the embedding): EER "
               + ", ".join(f"{e:.4f}" for e in result["test_all_pairs_member_eers"]))
@@ -288,6 +329,10 @@ def _report(name: str, result: dict[str, Any]) -> None:
         o = result["oneshot_20way"]
         print(f"20-way within-alphabet one-shot accuracy on held-out characters "
               f"({len(o['runs'])} runs): {o['accuracy']:.4f}")
+    if "oneshot_20way_members" in result:
+        m = result["oneshot_20way_members"]
+        print(f"  from the served embedding {m['ensemble']:.4f}; each ensemble member alone "
+              "(its slice): " + ", ".join(f"{a:.4f}" for a in m["members"]))
 
 
 # The recipes the figures in the README were measured with; every option overrides them.
