@@ -258,6 +258,16 @@ def bench_omniglot(args: argparse.Namespace) -> dict[str, Any]:
     if args.ensemble_members > 1:
         result["oneshot_20way_members"] = member_oneshot_accuracies(
             result["model"], runs_dir, args.ensemble_members)
+    if args.more_oneshot_runs:
+        # Another, larger draw of runs from the same held-out characters: how much of the
+        # figure above is the luck of its 30 runs.
+        more_dir = os.path.join(work, "oneshot_runs_more")
+        shutil.rmtree(more_dir, ignore_errors=True)
+        quality.make_lake_runs(test_root, more_dir, num_runs=args.more_oneshot_runs, way=20,
+                               seed=args.seed + 7)
+        result["oneshot_20way_more"] = member_oneshot_accuracies(
+            result["model"], more_dir, args.ensemble_members)
+        result["more_oneshot_runs"] = args.more_oneshot_runs
     result["measure_seconds"] = round(time.time() - started, 1)
     return result
 
@@ -302,7 +312,9 @@ def _report(name: str, result: dict[str, Any]) -> None:
           f"{result['config']['train']['rotation_classes']}, lr "
           f"{result['config']['train']['learning_rate']} "
           f"({result['config']['train']['lr_schedule']}), standardize images "
-          f"{result['config']['model']['standardize_images']}")
+          f"{result['config']['model']['standardize_images']}, ensemble members "
+          f"{result['config']['model']['ensemble_members']} (class fraction "
+          f"{result['config']['model']['ensemble_class_fraction']})")
     print(f"pipeline wall time {result['pipeline_seconds']:.0f}s (Trainer "
           f"{result['component_seconds'].get('Trainer', 0):.0f}s); measuring "
           f"{result['measure_seconds']:.0f}s")
@@ -333,6 +345,11 @@ def _report(name: str, result: dict[str, Any]) -> None:
         m = result["oneshot_20way_members"]
         print(f"  from the served embedding {m['ensemble']:.4f}; each ensemble member alone "
               "(its slice): " + ", ".join(f"{a:.4f}" for a in m["members"]))
+    if "oneshot_20way_more" in result:
+        m = result["oneshot_20way_more"]
+        print(f"on {result['more_oneshot_runs']} other runs of the same characters: "
+              f"{m['ensemble']:.4f}" + ("; each member alone: " + ", ".join(
+                  f"{a:.4f}" for a in m["members"]) if len(m["members"]) > 1 else ""))
 
 
 # The recipes the figures in the README were measured with; every option overrides them.
@@ -341,7 +358,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                      margin=0.5, size=32, steps=6000, batch_size=64, learning_rate=1e-3,
                      lr_schedule="cosine", classes_per_batch=32, rotation_classes=True,
                      augment=True, flip_horizontal=False, standardize_images=False,
-                     eval_class_fraction=0.1, eval_pairs=2000, ensemble_members=1,
+                     # 3 members of 6000 steps: one-shot 0.908 (members 0.868-0.895).
+                     eval_class_fraction=0.1, eval_pairs=2000, ensemble_members=3,
                      ensemble_class_fraction=1.0),
     "orl": dict(backbone="conv4", head="euclidean", loss="triplet", embedding_dim=128,
                 margin=0.5, size=32, steps=3000, batch_size=64, learning_rate=1e-3,
@@ -408,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="Balanced pairs of held-out classes to measure verification on.")
     parser.add_argument("--oneshot-runs", type=int, default=30,
                         help="20-way one-shot runs built from held-out Omniglot characters.")
+    parser.add_argument("--more-oneshot-runs", type=int, default=100,
+                        help="Also measure one-shot on this many other runs (drawn with seed "
+                        "+7) of the same characters; 0: none.")
     parser.add_argument("--no-cache", action="store_true", help="Re-run every component.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
