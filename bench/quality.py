@@ -14,7 +14,7 @@ test characters: verification accuracy at the model's calibrated threshold (bala
 AUC and EER, and 20-way one-shot accuracy on Lake-format runs whose 20 characters come from one
 alphabet (one drawer's image as exemplar, another's as query).
 
-ORL faces: the pipeline trains on subjects s1-s24 (4 of them held out for calibration by
+ORL faces: the pipeline trains on subjects s1-s24 (2 of them held out for calibration by
 default);
 reported: EER (and accuracy, AUC) on balanced pairs of subjects s25-s30, and the EER over every
 pair of their images.
@@ -365,8 +365,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                 margin=0.5, size=32, steps=3000, batch_size=64, learning_rate=1e-3,
                 lr_schedule="cosine", classes_per_batch=16, rotation_classes=False,
                 augment=True, flip_horizontal=True, standardize_images=True,
-                # 4 of the 24 subjects for calibration: they have 180 distinct same pairs.
-                eval_class_fraction=0.17, eval_pairs=300, ensemble_members=1,
+                # 2 of the 24 subjects for calibration (90 distinct same pairs), 22 to train:
+                # with 3 members of 3000 steps, EER 2.6% (members 3.3-5.2%); with 20 training
+                # subjects every ensemble tried stayed at 5.9-7.0%.
+                eval_class_fraction=0.08, eval_pairs=180, ensemble_members=3,
                 ensemble_class_fraction=1.0),
 }
 
