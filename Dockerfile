@@ -30,6 +30,6 @@ COPY kubeflow/ kubeflow/
 # --ignore-requires-python, exactly as the Makefile installs it. The import check fails the
 # build when the project's code does not load in the image.
 RUN python -m pip install --no-cache-dir --ignore-requires-python -c constraints.txt . \
-    && python -c "import components.trainer.train, kubeflow.runner"
+    && python -c "import siamese_tfx.components.trainer.train, siamese_tfx.kubeflow.runner"
 
 ENTRYPOINT ["/opt/apache/beam/boot"]

@@ -39,7 +39,6 @@ import zipfile
 from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -60,7 +59,7 @@ def _copy_classes(source_root: str, classes: list[str], target_root: str) -> str
 def prepare_omniglot(work: str, held_out_per_alphabet: int, seed: int) -> tuple[str, str]:
     """(train root, test root): `held_out_per_alphabet` characters of every alphabet with at
     least twice that many are the test set; all other characters are for the pipeline."""
-    from pipeline.datasets import extract_omniglot
+    from siamese_tfx.pipeline.datasets import extract_omniglot
 
     everything = os.path.join(work, "all")
     if not os.path.isdir(everything):
@@ -107,7 +106,7 @@ def prepare_orl(work: str, train_subjects: int) -> tuple[str, str]:
 
 def class_images(root: str) -> list[tuple[str, str]]:
     """(class, path) of every image under root/<class>/, as the pipeline lists them."""
-    from components.pair_example_gen import inputs
+    from siamese_tfx.components.pair_example_gen import inputs
 
     classes, _ = inputs.list_class_folders(root, class_depth=1)
     return [(name, os.path.join(root, path))
@@ -131,7 +130,7 @@ def member_all_pairs_eers(model_path: str, root: str, members: int) -> list[floa
     EER sees)."""
     import numpy as np
 
-    from components.trainer import calibration
+    from siamese_tfx.components.trainer import calibration
 
     paths = class_images(root)
     embedding = _embed_all(model_path, [p for _, p in paths])
@@ -150,12 +149,14 @@ def _embed_all(model_path: str, paths: list[str]) -> Any:
     import numpy as np
     import tensorflow as tf
 
-    from pipeline import quality
+    from siamese_tfx.components.contract import signatures
+    from siamese_tfx.pipeline import quality
 
-    embed = quality.load_model(model_path).signatures["embed"]
+    embed = quality.load_model(model_path).signatures[signatures.EMBED]
     return np.concatenate([
-        embed(image=tf.constant([quality._read(p) for p in paths[i:i + 64]]))[
-            "embedding"].numpy() for i in range(0, len(paths), 64)])
+        embed(**{signatures.EMBED_INPUT: tf.constant([quality._read(p)
+                                                       for p in paths[i:i + 64]])})[
+            signatures.EMBEDDING].numpy() for i in range(0, len(paths), 64)])
 
 
 def member_oneshot_accuracies(model_path: str, runs_dir: str, members: int) -> dict[str, Any]:
@@ -164,7 +165,7 @@ def member_oneshot_accuracies(model_path: str, runs_dir: str, members: int) -> d
     ensemble member alone (its slice of the embedding)."""
     import numpy as np
 
-    from pipeline import quality
+    from siamese_tfx.pipeline import quality
 
     correct = np.zeros(members + 1)
     queries = 0
@@ -187,9 +188,10 @@ def train_pipeline(work: str, image_root: str, class_depth: int, args: argparse.
                    height: int, width: int, train_pairs: int, eval_pairs: int) -> dict[str, Any]:
     """Runs the whole pipeline (LocalDagRunner) and returns the Trainer's figures and the
     exported model's path."""
-    from pipeline import local_runner
-    from pipeline.config import (DataConfig, EvalConfig, ImageConfig, ModelConfig,
-                                 PipelineConfig, TrainConfig)
+    from siamese_tfx.components.contract.config import (DataConfig, EvalConfig, ImageConfig,
+                                                        ModelConfig, TrainConfig)
+    from siamese_tfx.pipeline import local_runner
+    from siamese_tfx.pipeline.config import PipelineConfig
 
     config = PipelineConfig(
         pipeline_root=os.path.join(work, "pipeline"),
@@ -237,7 +239,7 @@ def train_pipeline(work: str, image_root: str, class_depth: int, args: argparse.
 
 
 def bench_omniglot(args: argparse.Namespace) -> dict[str, Any]:
-    from pipeline import quality
+    from siamese_tfx.pipeline import quality
 
     work = os.path.join(os.path.abspath(args.work_dir), "omniglot")
     os.makedirs(work, exist_ok=True)
@@ -273,7 +275,7 @@ def bench_omniglot(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_orl(args: argparse.Namespace) -> dict[str, Any]:
-    from pipeline import quality
+    from siamese_tfx.pipeline import quality
 
     work = os.path.join(os.path.abspath(args.work_dir), "orl")
     os.makedirs(work, exist_ok=True)

@@ -1,6 +1,6 @@
 """Load test of the local model server on loopback: concurrent clients for a fixed time.
 
-Starts `python -m serving.cli serve` on 127.0.0.1 (a free port) over `--model-base`, runs
+Starts `python -m siamese_tfx.serving.cli serve` on 127.0.0.1 (a free port) over `--model-base`, runs
 `--clients` client threads sending `compare` requests for `--duration` seconds (each thread also
 stops after `--max-requests`), then stops the server with SIGTERM and reports requests/s, p50/p99
 latency, errors and the server's resident memory at start and end.
@@ -49,7 +49,7 @@ def _random_pngs(count: int, size: int = 64) -> list[bytes]:
 
 def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     command = [
-        sys.executable, "-m", "serving.cli", "serve",
+        sys.executable, "-m", "siamese_tfx.serving.cli", "serve",
         "--model-base", args.model_base, "--model-name", args.model_name,
         "--host", "127.0.0.1", "--port", "0", "--max-workers", str(args.server_workers),
         "--log-level", "WARNING",
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> dict:
     """Runs the benchmark and returns its report."""
     import numpy as np
 
-    from serving.client import ServingError, SiameseClient
+    from siamese_tfx.serving.client import ServingError, SiameseClient
 
     images = _random_pngs(8)
     process, address = _start_server(args)

@@ -13,9 +13,10 @@ import json
 import sys
 from typing import Any
 
-from kubeflow.config import KubeflowConfig
-from pipeline.commands import add_config_options, config_from_args
-from pipeline.config import PipelineConfig, from_dict
+from siamese_tfx.components.contract.config import from_dict
+from siamese_tfx.kubeflow.config import KubeflowConfig
+from siamese_tfx.pipeline.commands import add_config_options, config_from_args
+from siamese_tfx.pipeline.config import PipelineConfig
 
 _KF = "kubeflow"
 DEFAULT_OUTPUT = "build/kubeflow/pipeline.yaml"
@@ -67,7 +68,7 @@ def pipeline_config_from_args(args: argparse.Namespace) -> PipelineConfig:
 
 
 def _compile(args: argparse.Namespace) -> tuple[PipelineConfig, str]:
-    from kubeflow import runner
+    from siamese_tfx.kubeflow import runner
 
     config = pipeline_config_from_args(args)
     kf = kubeflow_config_from_args(args)
@@ -93,7 +94,7 @@ def make_client(args: argparse.Namespace):
 
 
 def schedule_command(args: argparse.Namespace) -> int:
-    from kubeflow import schedule as schedule_lib
+    from siamese_tfx.kubeflow import schedule as schedule_lib
 
     if not args.dry_run and not args.host:
         print("error: --host is required (or --dry-run)", file=sys.stderr)

@@ -36,15 +36,16 @@ import posixpath
 from typing import Any
 
 import yaml
+from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import version as tfx_version
 from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
-from google.protobuf import json_format
-from kubeflow.config import KubeflowConfig, is_shared_path
-from pipeline import pipeline as pipeline_lib
-from pipeline.config import PipelineConfig
+from siamese_tfx.components.contract import features
+from siamese_tfx.kubeflow.config import KubeflowConfig, is_shared_path
+from siamese_tfx.pipeline import pipeline as pipeline_lib
+from siamese_tfx.pipeline.config import PipelineConfig
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
@@ -123,7 +124,7 @@ def for_cluster(config: PipelineConfig, kf: KubeflowConfig) -> PipelineConfig:
     if config.validation.schema_path:
         return config
     validation = dataclasses.replace(config.validation,
-                                     schema_path=in_image(pipeline_lib.DEFAULT_SCHEMA, kf))
+                                     schema_path=in_image(features.SCHEMA_FILE, kf))
     return dataclasses.replace(config, validation=validation)
 
 

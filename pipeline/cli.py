@@ -22,9 +22,9 @@ def _configure_runtime() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kubeflow import cli as kubeflow_cli
-    from pipeline import commands, data_report, quality
-    from serving import cli as serving_cli
+    from siamese_tfx.kubeflow import cli as kubeflow_cli
+    from siamese_tfx.pipeline import commands, data_report, quality
+    from siamese_tfx.serving import cli as serving_cli
 
     parser = argparse.ArgumentParser(
         prog="siamese-tfx",

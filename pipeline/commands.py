@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from pipeline.config import PipelineConfig
+from siamese_tfx.pipeline.config import PipelineConfig
 
 _SECTIONS = ("data", "image", "model", "train", "eval", "validation", "infra")
 _PATH_FIELDS = ("pipeline_root", "serving_dir")
@@ -93,7 +93,7 @@ def _resolve(args: argparse.Namespace, base: PipelineConfig) -> tuple[PipelineCo
 def _run_pipeline(config: PipelineConfig, metadata_path: str, summary_json: str | None):
     import time
 
-    from pipeline import local_runner
+    from siamese_tfx.pipeline import local_runner
 
     log_path = os.path.join(os.path.dirname(metadata_path), "logs",
                             time.strftime("run-%Y%m%d-%H%M%S.log"))
@@ -118,7 +118,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    from pipeline import demo
+    from siamese_tfx.pipeline import demo
 
     config, metadata_path = _resolve(args, demo.demo_config())
     config = demo.with_digits(config, os.path.abspath(args.output_dir))

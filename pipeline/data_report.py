@@ -25,7 +25,6 @@ from typing import Any, Optional
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-
 _STATES = metadata_store_pb2.Execution.State
 METADATA_FILE = "metadata.sqlite"
 REPORT_FILE = "data-report.html"
@@ -90,10 +89,11 @@ def collect(metadata_path: str, search_roots: tuple[str, ...] = (),
     `search_roots` are pipeline roots to look in for the reports of components that stopped
     the run (their outputs are not in ML Metadata).
     """
-    from components.pair_example_gen import executor as example_gen_lib
-    from components.validation_gate import executor as gate_lib
-    from pipeline import pipeline as pipeline_lib
     from tfx.types.standard_artifacts import ExampleStatistics
+
+    from siamese_tfx.components.pair_example_gen import executor as example_gen_lib
+    from siamese_tfx.components.validation_gate import executor as gate_lib
+    from siamese_tfx.pipeline import pipeline as pipeline_lib
 
     store = metadata_store.MetadataStore(
         metadata_store_pb2.ConnectionConfig(
@@ -208,7 +208,7 @@ def _histogram_svg(buckets: list[tuple[str, float]], width: int = 220, height: i
 
 
 def _verdict_html(data: RunData) -> str:
-    from pipeline import pipeline as pipeline_lib
+    from siamese_tfx.pipeline import pipeline as pipeline_lib
 
     verdict = data.verdict
     gate_state = data.states.get(pipeline_lib.VALIDATION_GATE)
@@ -328,7 +328,7 @@ def _statistics_html(data: RunData) -> str:
 
 def render(data: RunData, facets_html: str = "") -> str:
     """The report page."""
-    from pipeline import pipeline as pipeline_lib
+    from siamese_tfx.pipeline import pipeline as pipeline_lib
 
     order = {name: i for i, name in enumerate(pipeline_lib.COMPONENT_ORDER)}
     states = ", ".join(f"{_e(k)}: {_e(v)}" for k, v in sorted(

@@ -6,9 +6,10 @@ import dataclasses
 import os
 import random
 
-from components.pair_example_gen import sampling
-from pipeline.config import DataConfig, EvalConfig, ImageConfig, PipelineConfig, TrainConfig
-from pipeline.datasets import write_digits
+from siamese_tfx.components.contract.config import DataConfig, EvalConfig, ImageConfig, TrainConfig
+from siamese_tfx.components.pair_example_gen import sampling
+from siamese_tfx.pipeline.config import PipelineConfig
+from siamese_tfx.pipeline.datasets import write_digits
 
 
 def demo_config() -> PipelineConfig:
@@ -58,8 +59,8 @@ def query_pushed_model(config: PipelineConfig, pushed_path: str, count: int) -> 
     digit pairs through the client, prints the answers and stops the server. Returns 0 when
     the server answered every query (how many pairs were judged right is reported: it is
     the model's quality, measured, not a failure of the job)."""
-    from serving.client import SiameseClient
-    from serving.server import ServerConfig, start_server
+    from siamese_tfx.serving.client import SiameseClient
+    from siamese_tfx.serving.server import ServerConfig, start_server
 
     pairs = held_out_pairs(config, count)
     root = config.data.image_root

@@ -10,9 +10,9 @@ from typing import Optional, Sequence, TextIO
 
 from tfx import v1 as tfx
 
-from pipeline import summary as summary_lib
-from pipeline.config import PipelineConfig
-from pipeline.pipeline import COMPONENT_ORDER, create_pipeline
+from siamese_tfx.pipeline import summary as summary_lib
+from siamese_tfx.pipeline.config import PipelineConfig
+from siamese_tfx.pipeline.pipeline import COMPONENT_ORDER, create_pipeline
 
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 

@@ -15,17 +15,16 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base.base_node import BaseNode
 from tfx.types import channel
 
-from components import features
-from components.infra_validator.component import InfraValidator
-from components.pair_example_gen.component import PairExampleGen
-from components.validation_gate.component import DataValidationGate, DataValidationResult
-from pipeline.config import PipelineConfig, ValidationConfig, section_to_dict
+from siamese_tfx.components.contract import features, signatures
+from siamese_tfx.components.contract.config import ValidationConfig, section_to_dict
+from siamese_tfx.components.infra_validator.component import InfraValidator
+from siamese_tfx.components.pair_example_gen.component import PairExampleGen
+from siamese_tfx.components.validation_gate.component import (DataValidationGate,
+                                                              DataValidationResult)
+from siamese_tfx.pipeline.config import PipelineConfig
 
-PREPROCESSING_FN = "components.transform.preprocessing.preprocessing_fn"
-RUN_FN = "components.trainer.train.run_fn"
-# The curated schema kept in the repo (ValidationConfig.schema_path overrides it).
-DEFAULT_SCHEMA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema",
-                              "schema.pbtxt")
+PREPROCESSING_FN = "siamese_tfx.components.transform.preprocessing.preprocessing_fn"
+RUN_FN = "siamese_tfx.components.trainer.train.run_fn"
 
 # Component ids, in pipeline order (runners and summaries refer to them).
 EXAMPLE_GEN = "PairExampleGen"
@@ -61,9 +60,9 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
-                signature_name=features.SERVING_DEFAULT_SIGNATURE,
+                signature_name=signatures.SERVING_DEFAULT,
                 label_key=features.LABEL,
-                prediction_key=features.SIMILARITY,
+                prediction_key=signatures.SIMILARITY,
                 preprocessing_function_names=[],
             )
         ],
@@ -112,7 +111,7 @@ def make_validation(
         stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True),
     ).with_id(STATISTICS_GEN)
     schema_gen = tfx.components.ImportSchemaGen(
-        schema_file=validation.schema_path or DEFAULT_SCHEMA
+        schema_file=validation.schema_path or features.SCHEMA_FILE
     ).with_id(SCHEMA_GEN)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]

@@ -27,6 +27,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from siamese_tfx.components.contract import signatures
+
 CLASS_LABELS_FILE = "class_labels.txt"
 
 
@@ -41,7 +43,7 @@ def load_model(path: str) -> Any:
 
 def stored_threshold(loaded: Any) -> Optional[float]:
     """The calibrated match threshold the model carries, when it is readable."""
-    variable = getattr(loaded, "match_threshold", None)
+    variable = getattr(loaded, signatures.THRESHOLD_ATTR, None)
     return float(variable.numpy()) if variable is not None else None
 
 
@@ -50,11 +52,12 @@ def compare_many(loaded: Any, lefts: Sequence[bytes], rights: Sequence[bytes],
     """The `compare` signature over many encoded image pairs, in batches."""
     import tensorflow as tf
 
-    compare = loaded.signatures["compare"]
+    compare = loaded.signatures[signatures.COMPARE]
     outputs: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(lefts), batch_size):
-        result = compare(left_image=tf.constant(list(lefts[start:start + batch_size])),
-                         right_image=tf.constant(list(rights[start:start + batch_size])))
+        left_key, right_key = signatures.COMPARE_INPUTS
+        result = compare(**{left_key: tf.constant(list(lefts[start:start + batch_size])),
+                            right_key: tf.constant(list(rights[start:start + batch_size]))})
         for key, value in result.items():
             outputs.setdefault(key, []).append(value.numpy())
     return {key: np.concatenate(values) for key, values in outputs.items()}
@@ -85,7 +88,7 @@ def load_pairs(pairs: str, image_root: str = "", class_depth: int = 1, num_pairs
     """(left paths, right paths, labels) from a pairs manifest CSV (paths relative to
     `image_root`, default the manifest's folder) or, for a folder, `num_pairs` balanced pairs
     sampled from its class folders (`class_depth` levels) with `seed`. Label 1 = same identity."""
-    from components.pair_example_gen import inputs, sampling
+    from siamese_tfx.components.pair_example_gen import inputs, sampling
 
     if os.path.isdir(pairs):
         classes, _ = inputs.list_class_folders(pairs, class_depth)
@@ -108,12 +111,12 @@ def evaluate(model_path: str, lefts: Sequence[str], rights: Sequence[str], label
     """Verification metrics of the model on the pairs: at its stored threshold (its `match`
     output), the best threshold on these pairs, AUC and EER. With `output_dir`, writes
     metrics.json, roc.png and distance_histogram.png there."""
-    from components.trainer import calibration, plots
+    from siamese_tfx.components.trainer import calibration, plots
 
     loaded = load_model(model_path)
     out = compare_many(loaded, [_read(p) for p in lefts], [_read(p) for p in rights],
                        batch_size)
-    distance, match = out["distance"], out["match"].astype(bool)
+    distance, match = out[signatures.DISTANCE], out[signatures.MATCH].astype(bool)
     y = np.asarray(labels).astype(bool)
     threshold = stored_threshold(loaded)
     if threshold is None:  # The largest distance the model still calls a match.
@@ -200,7 +203,7 @@ def oneshot_run(loaded: Any, run_dir: str, batch_size: int = 64) -> RunResult:
         data = _read(os.path.join(run_dir, query))
         lefts += [data] * len(exemplars)
         rights += [images[e] for e in exemplars]
-    distance = compare_many(loaded, lefts, rights, batch_size)["distance"]
+    distance = compare_many(loaded, lefts, rights, batch_size)[signatures.DISTANCE]
     distance = distance.reshape(len(queries), len(exemplars))
     for query, row in zip(queries, distance):
         result.queries.append(query)
@@ -238,7 +241,7 @@ def oneshot(model_path: str, runs: str, output_dir: str = "", examples: int = 6,
 def _plot_examples(path: str, results: list[RunResult], runs: str, count: int) -> None:
     from PIL import Image
 
-    from components.trainer import plots
+    from siamese_tfx.components.trainer import plots
 
     run_dirs = {os.path.basename(os.path.normpath(r)): r for r in find_runs(runs)}
     rows = []

@@ -12,7 +12,7 @@ from typing import Optional
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import pipeline as pipeline_lib
+from siamese_tfx.pipeline import pipeline as pipeline_lib
 
 _STATES = metadata_store_pb2.Execution.State
 
@@ -164,7 +164,7 @@ def _read_gate(summary: RunSummary, outputs, execution) -> None:
             summary.anomalies_overridden = bool(a.custom_properties["overridden"].int_value)
     if execution.last_known_state == _STATES.FAILED:
         # A stopped gate publishes nothing; it keeps its verdict next to its output folder.
-        from components.validation_gate import executor as gate_lib
+        from siamese_tfx.components.validation_gate import executor as gate_lib
 
         for uris in summary.artifacts.values():
             for uri in uris:
@@ -181,7 +181,7 @@ def _read_gate(summary: RunSummary, outputs, execution) -> None:
 
 
 def _read_infra_validation(summary: RunSummary, outputs) -> None:
-    from components.infra_validator import executor as infra_lib
+    from siamese_tfx.components.infra_validator import executor as infra_lib
 
     for a in outputs:
         if infra_lib.BLESSED_PROPERTY in a.custom_properties:

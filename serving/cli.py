@@ -1,7 +1,7 @@
 """The serving commands of `siamese-tfx`: serve, compare, embed, status.
 
 `pipeline/cli.py` calls `register(subparsers)`. TensorFlow and gRPC load inside the command
-functions only, so `siamese-tfx --help` stays fast. `python -m serving.cli` runs these commands
+functions only, so `siamese-tfx --help` stays fast. `python -m siamese_tfx.serving.cli` runs these commands
 alone.
 """
 
@@ -15,7 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
-    from serving.client import SiameseClient
+    from siamese_tfx.serving.client import SiameseClient
 
 DEFAULT_SERVER = "127.0.0.1:8500"
 DEFAULT_MODEL_NAME = "siamese"
@@ -136,7 +136,7 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace) -> "SiameseClient":
-    from serving.client import ClientTls, SiameseClient
+    from siamese_tfx.serving.client import ClientTls, SiameseClient
 
     use_tls = any((args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name))
     tls = (
@@ -177,7 +177,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from serving.server import ServerConfig, TlsConfig, serve_until_signalled
+    from siamese_tfx.serving.server import ServerConfig, TlsConfig, serve_until_signalled
 
     if bool(args.tls_cert) != bool(args.tls_key):
         return _fail("--tls-cert and --tls-key go together", 2)
@@ -223,7 +223,7 @@ def run_compare(args: argparse.Namespace) -> int:
         left, right = _read_images([args.left, args.right])
     except OSError as e:
         return _fail(str(e), 2)
-    from serving.client import ServingError
+    from siamese_tfx.serving.client import ServingError
 
     try:
         with _client(args) as client:
@@ -262,7 +262,7 @@ def run_embed(args: argparse.Namespace) -> int:
         return _fail(str(e), 2)
     import numpy as np
 
-    from serving.client import ServingError
+    from siamese_tfx.serving.client import ServingError
 
     try:
         with _client(args) as client:
@@ -296,7 +296,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     """`siamese-tfx status`: prints version states and signatures; 1 unless one is AVAILABLE."""
-    from serving.client import ServingError
+    from siamese_tfx.serving.client import ServingError
 
     try:
         with _client(args) as client:
@@ -357,10 +357,10 @@ def _spec(spec: Any) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the serving commands alone (`python -m serving.cli serve ...`)."""
+    """Runs the serving commands alone (`python -m siamese_tfx.serving.cli serve ...`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(
-        prog="python -m serving.cli", description="Serve and query the Siamese model."
+        prog="python -m siamese_tfx.serving.cli", description="Serve and query the Siamese model."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register(subparsers)

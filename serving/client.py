@@ -1,8 +1,8 @@
 """A typed client for the Siamese model behind TF Serving's gRPC API (or the local server).
 
 Images travel as their encoded bytes (PNG, JPEG, BMP or GIF): decoding, resizing and scaling
-happen inside the served model. TensorProtos are built and read here directly, so the client
-calls no TensorFlow op (the generated protos still load the `tensorflow` package).
+happen inside the served model. Requests are built by `serving.requests`, so the client calls
+no TensorFlow op (the generated protos still load the `tensorflow` package).
 """
 
 from __future__ import annotations
@@ -14,77 +14,18 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import grpc
 import numpy as np
 from google.protobuf.message import Message
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from siamese_tfx.components.contract import signatures
+from siamese_tfx.serving import requests
+from siamese_tfx.serving.requests import tensor_proto_to_ndarray
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-_NUMPY_DTYPES = {
-    types_pb2.DT_FLOAT: np.float32,
-    types_pb2.DT_DOUBLE: np.float64,
-    types_pb2.DT_INT32: np.int32,
-    types_pb2.DT_INT64: np.int64,
-    types_pb2.DT_UINT8: np.uint8,
-    types_pb2.DT_BOOL: np.bool_,
-}
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
-_VALUE_FIELDS = {
-    types_pb2.DT_FLOAT: "float_val",
-    types_pb2.DT_DOUBLE: "double_val",
-    types_pb2.DT_INT32: "int_val",
-    types_pb2.DT_INT64: "int64_val",
-    types_pb2.DT_UINT8: "int_val",
-    types_pb2.DT_BOOL: "bool_val",
-    types_pb2.DT_STRING: "string_val",
-}
-
-
-def bytes_tensor_proto(values: Sequence[bytes]) -> tensor_pb2.TensorProto:
-    """A 1-D DT_STRING TensorProto holding `values` (e.g. encoded images)."""
-    return tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))]
-        ),
-        string_val=list(values),
-    )
-
-
-def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """A TensorProto of a numeric, bool or string dtype as a numpy array.
-
-    Reads `tensor_content` when present, else the typed `*_val` field (a single value filling
-    the whole shape, as TensorFlow allows).
-    """
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    size = int(np.prod(shape)) if shape else 1
-    if proto.dtype == types_pb2.DT_STRING:
-        values = np.array(list(proto.string_val), dtype=object)
-    elif proto.dtype in _NUMPY_DTYPES:
-        dtype = _NUMPY_DTYPES[proto.dtype]
-        if proto.tensor_content:
-            values = np.frombuffer(proto.tensor_content, dtype=dtype).copy()
-        else:
-            values = np.array(getattr(proto, _VALUE_FIELDS[proto.dtype]), dtype=dtype)
-    else:
-        name = types_pb2.DataType.Name(proto.dtype)
-        raise ValueError(f"cannot read a TensorProto of dtype {name}")
-    if values.size == size:
-        return values.reshape(shape)
-    if 0 < values.size < size:
-        filled = np.empty(size, dtype=values.dtype)
-        filled[: values.size] = values
-        filled[values.size :] = values[-1]
-        return filled.reshape(shape)
-    raise ValueError(f"TensorProto holds {values.size} values for shape {list(shape)}")
 
 
 class ServingError(Exception):
@@ -255,12 +196,10 @@ class SiameseClient:
                 raise ServingError(code, e.details() or "") from e
         raise AssertionError("unreachable")
 
-    def _model_spec(self, spec: model_pb2.ModelSpec, signature_name: str = "") -> None:
+    def _model_spec(self, spec: model_pb2.ModelSpec) -> None:
         spec.name = self.model_name
         if self.version is not None:
             spec.version.value = self.version
-        if signature_name:
-            spec.signature_name = signature_name
 
     def predict(
         self,
@@ -269,11 +208,10 @@ class SiameseClient:
         output_filter: Sequence[str] = (),
     ) -> predict_pb2.PredictResponse:
         """One raw Predict call (no batching), for signatures the typed methods do not cover."""
-        request = predict_pb2.PredictRequest()
-        self._model_spec(request.model_spec, signature_name)
-        for name, proto in inputs.items():
-            request.inputs[name].CopyFrom(proto)
-        request.output_filter.extend(output_filter)
+        return self._predict(requests.predict_request(
+            self.model_name, signature_name, inputs, self.version, output_filter))
+
+    def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         response = self._call(self._predictions.Predict, request)
         if response.model_spec.HasField("version"):
             self.last_version = response.model_spec.version.value
@@ -299,16 +237,10 @@ class SiameseClient:
         results: list[Comparison] = []
         for start in range(0, len(pairs), self.max_batch):
             chunk = pairs[start : start + self.max_batch]
-            response = self.predict(
-                "compare",
-                {
-                    "left_image": bytes_tensor_proto([left for left, _ in chunk]),
-                    "right_image": bytes_tensor_proto([right for _, right in chunk]),
-                },
-            )
-            distance, similarity, match = self._outputs(
-                response, ("distance", "similarity", "match")
-            )
+            response = self._predict(requests.compare_request(
+                self.model_name, [left for left, _ in chunk], [right for _, right in chunk],
+                self.version))
+            distance, similarity, match = self._outputs(response, signatures.PAIR_OUTPUTS)
             results.extend(
                 Comparison(float(d), float(s), bool(m))
                 for d, s, m in zip(distance.reshape(-1), similarity.reshape(-1), match.reshape(-1))
@@ -325,8 +257,9 @@ class SiameseClient:
         parts = []
         for start in range(0, len(images), self.max_batch):
             chunk = list(images[start : start + self.max_batch])
-            response = self.predict("embed", {"image": bytes_tensor_proto(chunk)})
-            (embedding,) = self._outputs(response, ("embedding",))
+            response = self._predict(requests.embed_request(self.model_name, chunk,
+                                                            self.version))
+            (embedding,) = self._outputs(response, (signatures.EMBEDDING,))
             if embedding.ndim != 2 or embedding.shape[0] != len(chunk):
                 raise ServingError(
                     grpc.StatusCode.INTERNAL,
@@ -362,7 +295,7 @@ class SiameseClient:
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         if not response.metadata["signature_def"].Unpack(signature_map):
             raise ServingError(grpc.StatusCode.INTERNAL, "metadata lacks a SignatureDefMap")
-        signatures = {
+        by_name = {
             name: SignatureSpec(
                 inputs={k: _tensor_spec(v) for k, v in sig.inputs.items()},
                 outputs={k: _tensor_spec(v) for k, v in sig.outputs.items()},
@@ -373,5 +306,5 @@ class SiameseClient:
         return ModelMetadata(
             model_name=response.model_spec.name,
             version=response.model_spec.version.value,
-            signatures=signatures,
+            signatures=by_name,
         )

@@ -4,7 +4,7 @@ same as it does in-process?
 TFX's InfraValidator starts TF Serving in Docker (or Kubernetes through the deprecated v1
 runner). This check runs anywhere the project is installed, locally and in a Kubeflow v2 pod: it
 copies the candidate into a scratch model base as version 1, starts the model server
-(`python -m serving.cli serve`) in a separate process on 127.0.0.1, waits until that version is
+(`python -m siamese_tfx.serving.cli serve`) in a separate process on 127.0.0.1, waits until that version is
 AVAILABLE (the server replays the model's warmup requests while loading it, as TF Serving does),
 sends every request over gRPC, and compares each answer with the same signature run in this
 process: the outputs must be the same names, shapes and dtypes, finite, and equal within
@@ -35,11 +35,12 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from siamese_tfx.components.contract import signatures
+
 logger = logging.getLogger(__name__)
 
 VERSION = 1  # The candidate's version number in the scratch model base.
 _ANNOUNCEMENT = re.compile(r"^Serving model \S+ versions \[.*\] on (\S+)$")
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _LOG_TAIL_LINES = 15
 
 
@@ -78,21 +79,20 @@ class InfraReport:
 
 
 class _ServerProcess:
-    """`python -m serving.cli serve` on 127.0.0.1 (a free port), its log in `log_path`."""
+    """`python -m siamese_tfx.serving.cli serve` on 127.0.0.1 (a free port), logging to
+    `log_path`."""
 
     def __init__(self, model_base: str, model_name: str, log_path: str) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_REPO_ROOT, env.get("PYTHONPATH", "")) if p)
         env.setdefault("TF_USE_LEGACY_KERAS", "1")
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving.cli", "serve", "--model-base", model_base,
+            [sys.executable, "-m", "siamese_tfx.serving.cli", "serve", "--model-base", model_base,
              "--model-name", model_name, "--host", "127.0.0.1", "--port", "0",
              # Exactly the one version: no polling for others while the checks run.
              "--poll-interval", "3600", "--max-workers", "2", "--grace", "1"],
-            stdout=subprocess.PIPE, stderr=self._log, env=env, cwd=_REPO_ROOT,
+            stdout=subprocess.PIPE, stderr=self._log, env=env,
         )
         self._lines: "queue.Queue[str | None]" = queue.Queue()
         threading.Thread(target=self._read_stdout, daemon=True).start()
@@ -177,7 +177,7 @@ def compare_outputs(served: dict[str, np.ndarray], local: dict[str, np.ndarray],
 
 
 def _in_process(loaded: Any, request: predict_pb2.PredictRequest) -> dict[str, np.ndarray]:
-    signature = loaded.signatures[request.model_spec.signature_name or "serving_default"]
+    signature = loaded.signatures[request.model_spec.signature_name or signatures.SERVING_DEFAULT]
     inputs = {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
     return {name: value.numpy() for name, value in signature(**inputs).items()}
 
@@ -188,7 +188,7 @@ def _check(stub: prediction_service_pb2_grpc.PredictionServiceStub, loaded: Any,
     request = predict_pb2.PredictRequest.FromString(request.SerializeToString())
     request.model_spec.name = model_name
     request.model_spec.version.value = VERSION
-    signature = request.model_spec.signature_name or "serving_default"
+    signature = request.model_spec.signature_name or signatures.SERVING_DEFAULT
     started = time.monotonic()
     try:
         response = stub.Predict(request, timeout=timeout_s)

@@ -23,11 +23,10 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, prediction_log_pb2
 
+from siamese_tfx.components.contract import signatures
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
-WARMUP_DIR = "assets.extra"
-WARMUP_FILE = "tf_serving_warmup_requests"
 # TF Serving replays at most this many warmup records per version.
 MAX_WARMUP_RECORDS = 1000
 
@@ -132,7 +131,7 @@ class LoadedVersion:
             ServingStatusError: FAILED_PRECONDITION for an unknown signature, INVALID_ARGUMENT for
                 inputs that do not match it or that the model rejects (e.g. an undecodable image).
         """
-        signature_name = signature_name or DEFAULT_SIGNATURE
+        signature_name = signature_name or signatures.SERVING_DEFAULT
         signature = self.signature_defs.get(signature_name)
         function = self._functions.get(signature_name)
         if signature is None or function is None:
@@ -219,7 +218,7 @@ class LoadedVersion:
         Raises:
             ServingStatusError: a warmup request failed, so the version must not be served.
         """
-        path = os.path.join(self.path, WARMUP_DIR, WARMUP_FILE)
+        path = os.path.join(self.path, signatures.WARMUP_DIR, signatures.WARMUP_FILE)
         if not tf.io.gfile.exists(path):
             return 0
         count = 0

@@ -22,16 +22,12 @@ from typing import Callable, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
 
-from serving.model_manager import DEFAULT_SIGNATURE, ModelManager, ServingStatusError
+from siamese_tfx.components.contract import signatures
+from siamese_tfx.serving.model_manager import ModelManager, ServingStatusError
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +146,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def handle() -> predict_pb2.PredictResponse:
             self._check_model(request.model_spec)
             loaded = self._manager.get(_version_of(request.model_spec))
-            signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            signature_name = request.model_spec.signature_name or signatures.SERVING_DEFAULT
             outputs = loaded.predict(signature_name, request.inputs, request.output_filter)
             response = predict_pb2.PredictResponse()
             response.model_spec.name = loaded.model_name

@@ -13,8 +13,8 @@ from typing import Sequence
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from serving.client import bytes_tensor_proto
-from serving.model_manager import WARMUP_DIR, WARMUP_FILE
+from siamese_tfx.components.contract import signatures
+from siamese_tfx.serving import requests
 
 
 def warmup_predict_requests(
@@ -29,20 +29,12 @@ def warmup_predict_requests(
         raise ValueError("warmup needs at least one encoded image")
     images = list(images)
     batches = [images[:1]] if len(images) == 1 else [images[:1], images]
-    requests = []
+    warmup = []
     for batch in batches:
         shifted = batch[1:] + batch[:1]
-        compare = predict_pb2.PredictRequest()
-        compare.model_spec.name = model_name
-        compare.model_spec.signature_name = "compare"
-        compare.inputs["left_image"].CopyFrom(bytes_tensor_proto(batch))
-        compare.inputs["right_image"].CopyFrom(bytes_tensor_proto(shifted))
-        embed = predict_pb2.PredictRequest()
-        embed.model_spec.name = model_name
-        embed.model_spec.signature_name = "embed"
-        embed.inputs["image"].CopyFrom(bytes_tensor_proto(batch))
-        requests.extend([compare, embed])
-    return requests
+        warmup.append(requests.compare_request(model_name, batch, shifted))
+        warmup.append(requests.embed_request(model_name, batch))
+    return warmup
 
 
 def write_warmup_requests(saved_model_dir: str, model_name: str, images: Sequence[bytes]) -> str:
@@ -55,12 +47,11 @@ def write_warmup_requests(saved_model_dir: str, model_name: str, images: Sequenc
     Returns:
         The path of the written file.
     """
-    requests = warmup_predict_requests(model_name, images)
-    directory = os.path.join(saved_model_dir, WARMUP_DIR)
+    directory = os.path.join(saved_model_dir, signatures.WARMUP_DIR)
     tf.io.gfile.makedirs(directory)
-    path = os.path.join(directory, WARMUP_FILE)
+    path = os.path.join(directory, signatures.WARMUP_FILE)
     with tf.io.TFRecordWriter(path) as writer:
-        for request in requests:
+        for request in warmup_predict_requests(model_name, images):
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )

@@ -2,6 +2,7 @@
 
 import os
 import random
+import sys
 
 # Must precede any TensorFlow import (TFX 1.16 on TF 2.16 needs Keras 2).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -10,6 +11,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# The project is imported as the installed package (`siamese_tfx.<folder>`), never as the repo's
+# folders: `python -m pytest` puts the working directory on sys.path, which would let a stray
+# `import pipeline` pass here and fail for every user of the installed package.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _REPO]
 
 SHARED_DATA = os.environ.get(
     "SIAMESE_TFX_SHARED_DATA",
@@ -38,7 +45,7 @@ def _require(paths):
 @pytest.fixture(scope="session")
 def omniglot_tiny(tmp_path_factory) -> str:
     """8 Omniglot characters (2 alphabets x 4), 10 drawers each: <alphabet>/<character>/."""
-    from pipeline.datasets import extract_omniglot
+    from siamese_tfx.pipeline.datasets import extract_omniglot
 
     _require(OMNIGLOT_ZIPS)
     return extract_omniglot(

@@ -16,8 +16,8 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.infra_validator import executor
-from pipeline.config import InfraValidationConfig, section_to_dict
+from siamese_tfx.components.contract.config import InfraValidationConfig, section_to_dict
+from siamese_tfx.components.infra_validator import executor
 
 
 class InfraValidatorSpec(ComponentSpec):

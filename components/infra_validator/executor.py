@@ -9,7 +9,6 @@ import tempfile
 from typing import Any
 
 from absl import logging
-
 from tensorflow_serving.apis import predict_pb2
 from tfx import types
 from tfx.dsl.components.base import base_executor
@@ -17,11 +16,9 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import features
-from pipeline.config import InfraValidationConfig, from_dict
-from serving import infra_validation
-from serving.client import bytes_tensor_proto
-from serving.model_manager import WARMUP_DIR, WARMUP_FILE
+from siamese_tfx.components.contract import signatures
+from siamese_tfx.components.contract.config import InfraValidationConfig, from_dict
+from siamese_tfx.serving import infra_validation, requests
 
 MODEL_KEY = "model"
 BLESSING_KEY = "blessing"
@@ -38,9 +35,9 @@ REASON_PROPERTY = "reason"
 
 def warmup_requests(model_path: str) -> list[tuple[str, predict_pb2.PredictRequest]]:
     """The model's assets.extra/tf_serving_warmup_requests, labelled by position."""
-    from serving.warmup import read_warmup_requests
+    from siamese_tfx.serving.warmup import read_warmup_requests
 
-    path = os.path.join(model_path, WARMUP_DIR, WARMUP_FILE)
+    path = os.path.join(model_path, signatures.WARMUP_DIR, signatures.WARMUP_FILE)
     if not fileio.exists(path):
         return []
     return [(f"warmup request {i}", log.predict_log.request)
@@ -61,28 +58,12 @@ def _images_in(requests: list[tuple[str, predict_pb2.PredictRequest]]) -> list[b
 def contract_requests(images: list[bytes]) -> list[tuple[str, predict_pb2.PredictRequest]]:
     """One request per signature a client of the pushed model relies on: `compare` and
     `serving_default` (pairs) and `embed`, on `images` (at least one encoded image)."""
-    from tensorflow.core.example import example_pb2, feature_pb2
-
     lefts = images[:2]
     rights = (images[1:] + images[:1])[:2]
-    compare = predict_pb2.PredictRequest()
-    compare.model_spec.signature_name = features.COMPARE_SIGNATURE
-    compare.inputs[features.LEFT_IMAGE].CopyFrom(bytes_tensor_proto(lefts))
-    compare.inputs[features.RIGHT_IMAGE].CopyFrom(bytes_tensor_proto(rights))
-    embed = predict_pb2.PredictRequest()
-    embed.model_spec.signature_name = features.EMBED_SIGNATURE
-    embed.inputs["image"].CopyFrom(bytes_tensor_proto(images[:2]))
-    examples = [
-        example_pb2.Example(features=feature_pb2.Features(feature={
-            features.LEFT_IMAGE: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[a])),
-            features.RIGHT_IMAGE: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[b])),
-        })).SerializeToString()
-        for a, b in zip(lefts, rights)
-    ]
-    by_example = predict_pb2.PredictRequest()
-    by_example.model_spec.signature_name = features.SERVING_DEFAULT_SIGNATURE
-    by_example.inputs["examples"].CopyFrom(bytes_tensor_proto(examples))
-    return [(f"contract: {r.model_spec.signature_name}", r) for r in (compare, embed, by_example)]
+    contract = (requests.compare_request("", lefts, rights),
+                requests.embed_request("", images[:2]),
+                requests.examples_request("", lefts, rights))
+    return [(f"contract: {r.model_spec.signature_name}", r) for r in contract]
 
 
 def validate_model(model_path: str, model_name: str, config: InfraValidationConfig,
@@ -91,7 +72,7 @@ def validate_model(model_path: str, model_name: str, config: InfraValidationConf
     warmup = warmup_requests(model_path)
     if not warmup:
         return infra_validation.InfraReport(
-            False, f"the model has no warmup requests ({WARMUP_DIR}/{WARMUP_FILE}): the Trainer "
+            False, f"the model has no warmup requests ({signatures.WARMUP_DIR}/{signatures.WARMUP_FILE}): the Trainer "
             "writes them, and TF Serving would serve it cold", model_path)
     images = _images_in(warmup)
     if not images:

@@ -15,9 +15,9 @@ from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact, channel, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.pair_example_gen import executor
-from components.pair_example_gen.inputs import class_pattern
-from pipeline.config import DataConfig, section_to_dict
+from siamese_tfx.components.contract.config import DataConfig, section_to_dict
+from siamese_tfx.components.pair_example_gen import executor
+from siamese_tfx.components.pair_example_gen.inputs import class_pattern
 
 
 class QuarantineReport(artifact.Artifact):

@@ -27,10 +27,11 @@ from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
-from components.pair_example_gen import inputs as inputs_lib
-from components.pair_example_gen import sampling
-from components.pair_example_gen.images import CanonicalImage, canonicalize
-from pipeline.config import DataConfig, from_dict
+from siamese_tfx.components.contract import features
+from siamese_tfx.components.contract.config import DataConfig, from_dict
+from siamese_tfx.components.pair_example_gen import inputs as inputs_lib
+from siamese_tfx.components.pair_example_gen import sampling
+from siamese_tfx.components.pair_example_gen.images import CanonicalImage, canonicalize
 
 EXAMPLES_KEY = "examples"
 QUARANTINE_KEY = "quarantine"
@@ -63,11 +64,11 @@ def _bytes_feature(value: bytes) -> tf.train.Feature:
 
 def _make_example(pair: sampling.Pair, left_png: bytes, right_png: bytes) -> bytes:
     feature = {
-        "left_image": _bytes_feature(left_png),
-        "right_image": _bytes_feature(right_png),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[pair.label])),
-        "left_class": _bytes_feature(pair.left_class.encode()),
-        "right_class": _bytes_feature(pair.right_class.encode()),
+        features.LEFT_IMAGE: _bytes_feature(left_png),
+        features.RIGHT_IMAGE: _bytes_feature(right_png),
+        features.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[pair.label])),
+        features.LEFT_CLASS: _bytes_feature(pair.left_class.encode()),
+        features.RIGHT_CLASS: _bytes_feature(pair.right_class.encode()),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 

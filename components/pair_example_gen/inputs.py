@@ -15,8 +15,8 @@ from typing import Iterable, Optional
 
 from tfx.dsl.io import fileio
 
-from components.pair_example_gen import sampling
-from components.pair_example_gen.images import has_image_extension
+from siamese_tfx.components.pair_example_gen import sampling
+from siamese_tfx.components.pair_example_gen.images import has_image_extension
 
 MANIFEST_COLUMNS = ("left", "right", "label")
 OPTIONAL_MANIFEST_COLUMNS = ("left_class", "right_class", "split")

@@ -10,7 +10,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from components import features
+from siamese_tfx.components.contract import features
 
 # Koch et al.: rotation in [-10, 10] degrees, shear in [-0.3, 0.3], scale in [0.8, 1.2],
 # translation in [-2, 2] pixels, each component applied with probability 0.5.

@@ -23,8 +23,9 @@ from typing import Callable
 
 import tensorflow as tf
 
-from components.trainer.layers import ImageNetPreprocess, L2Normalize, PerImageStandardize
-from pipeline.config import ImageConfig, ModelConfig
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig
+from siamese_tfx.components.trainer.layers import (ImageNetPreprocess, L2Normalize,
+                                                   PerImageStandardize)
 
 keras = tf.keras
 

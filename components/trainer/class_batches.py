@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from components import features
+from siamese_tfx.components.contract import features
 
 
 class _DisjointSets:

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
-from components.trainer import plots
+from siamese_tfx.components.trainer import plots
 
 keras = tf.keras
 

@@ -29,8 +29,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
-from components.trainer import model as model_lib
-from pipeline.config import ImageConfig, ModelConfig
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig
+from siamese_tfx.components.trainer import model as model_lib
 
 keras = tf.keras
 

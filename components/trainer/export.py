@@ -21,9 +21,9 @@ from typing import Optional
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features
-from pipeline.config import ImageConfig
-from serving.warmup import write_warmup_requests
+from siamese_tfx.components.contract import features, signatures
+from siamese_tfx.components.contract.config import ImageConfig
+from siamese_tfx.serving.warmup import write_warmup_requests
 
 keras = tf.keras
 
@@ -41,25 +41,28 @@ def _pair_outputs(model: keras.Model, left: tf.Tensor, right: tf.Tensor) -> dict
          for k in features.IMAGE_KEYS}
     )
     distance = tf.reshape(distance, [-1])
-    match = distance <= model.match_threshold
-    similarity = tf.sigmoid((model.match_threshold - distance) / model.temperature)
+    threshold = getattr(model, signatures.THRESHOLD_ATTR)
+    match = distance <= threshold
+    similarity = tf.sigmoid((threshold - distance) / model.temperature)
     similarity = tf.where(match, tf.maximum(similarity, 0.5), tf.minimum(similarity, _BELOW_HALF))
     return {
-        features.DISTANCE: distance,
-        features.SIMILARITY: similarity,
-        features.MATCH: match,
+        signatures.DISTANCE: distance,
+        signatures.SIMILARITY: similarity,
+        signatures.MATCH: match,
     }
 
 
 def make_serving_signatures(
     model: keras.Model, backbone: keras.Model, tf_transform_output: tft.TFTransformOutput
 ) -> dict[str, tf.types.experimental.ConcreteFunction]:
-    """Builds the signatures; `model` must carry `tft_layer`, `match_threshold`, `temperature`."""
+    """Builds the signatures; `model` must carry `tft_layer`, the threshold variable
+    (`signatures.THRESHOLD_ATTR`) and `temperature`."""
     image_spec = {
         key: tf.io.FixedLenFeature([1], tf.string) for key in features.IMAGE_KEYS
     }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=signatures.EXAMPLES_INPUT)])
     def serve_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         parsed = tf.io.parse_example(examples, image_spec)
         return _pair_outputs(model, parsed[features.LEFT_IMAGE], parsed[features.RIGHT_IMAGE])
@@ -73,7 +76,7 @@ def make_serving_signatures(
     def compare(left_image: tf.Tensor, right_image: tf.Tensor) -> dict[str, tf.Tensor]:
         return _pair_outputs(model, left_image, right_image)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=signatures.EMBED_INPUT)])
     def embed(image: tf.Tensor) -> dict[str, tf.Tensor]:
         encoded = tf.reshape(image, [-1, 1])
         # The Transform graph has one input per raw feature; the image goes in as both sides
@@ -82,12 +85,12 @@ def make_serving_signatures(
             {features.LEFT_IMAGE: encoded, features.RIGHT_IMAGE: encoded}
         )
         embedding = backbone(transformed[features.transformed_name(features.LEFT_IMAGE)])
-        return {features.EMBEDDING: embedding}
+        return {signatures.EMBEDDING: embedding}
 
     return {
-        features.SERVING_DEFAULT_SIGNATURE: serve_examples.get_concrete_function(),
-        features.COMPARE_SIGNATURE: compare.get_concrete_function(),
-        features.EMBED_SIGNATURE: embed.get_concrete_function(),
+        signatures.SERVING_DEFAULT: serve_examples.get_concrete_function(),
+        signatures.COMPARE: compare.get_concrete_function(),
+        signatures.EMBED: embed.get_concrete_function(),
     }
 
 
@@ -116,10 +119,10 @@ def export_model(
     `export_dir`. `distance_scale` (heads.distance_scale) sets the similarity's temperature;
     None: the margin."""
     model.tft_layer = tf_transform_output.transform_features_layer()
-    model.match_threshold = tf.Variable(threshold, trainable=False, dtype=tf.float32,
-                                        name="match_threshold")
+    setattr(model, signatures.THRESHOLD_ATTR, tf.Variable(
+        threshold, trainable=False, dtype=tf.float32, name=signatures.THRESHOLD_ATTR))
     scale = margin if distance_scale is None else distance_scale
     model.temperature = tf.constant(TEMPERATURE_FRACTION * scale, dtype=tf.float32)
-    signatures = make_serving_signatures(model, backbone, tf_transform_output)
-    model.save(export_dir, save_format="tf", signatures=signatures)
+    model.save(export_dir, save_format="tf",
+               signatures=make_serving_signatures(model, backbone, tf_transform_output))
     write_warmup_requests(export_dir, model_name, warmup_images(image))

@@ -18,7 +18,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from components.trainer.layers import EuclideanDistance
+from siamese_tfx.components.trainer.layers import EuclideanDistance
 
 keras = tf.keras
 

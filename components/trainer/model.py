@@ -16,18 +16,17 @@ from typing import Optional
 
 import tensorflow as tf
 
-from components import features
-from components.trainer import heads, losses
-from components.trainer.backbones import build_backbone
-from components.trainer.layers import (ConcatEmbeddings, EnsembleEmbedding, EuclideanDistance,
-                                       L2Normalize)
+from siamese_tfx.components.contract import features, signatures
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig
+from siamese_tfx.components.trainer import heads, losses
+from siamese_tfx.components.trainer.backbones import build_backbone
+from siamese_tfx.components.trainer.layers import (ConcatEmbeddings, EnsembleEmbedding,
+                                                   EuclideanDistance, L2Normalize)
 
 keras = tf.keras
 
 __all__ = ["EuclideanDistance", "L2Normalize", "build_backbone", "build_siamese",
            "build_ensemble", "training_model", "loss_for", "metrics_for"]
-
-from pipeline.config import ImageConfig, ModelConfig  # noqa: E402
 
 
 def build_siamese(image: ImageConfig, model: ModelConfig,
@@ -51,7 +50,7 @@ def build_siamese(image: ImageConfig, model: ModelConfig,
         backbone = build_backbone(image, model, name=f"{model.backbone}_left")
         right_backbone = build_backbone(image, model, name=f"{model.backbone}_right")
         name = "pseudo_siamese"
-    distance = heads.build_head(model.head, features.DISTANCE)(
+    distance = heads.build_head(model.head, signatures.DISTANCE)(
         [backbone(left), right_backbone(right)])
     return keras.Model(inputs, distance, name=name), backbone
 
@@ -76,7 +75,7 @@ def training_model(siamese: keras.Model, model: ModelConfig) -> keras.Model:
     It shares every layer with `siamese`."""
     if model.loss != "triplet":
         return siamese
-    embeddings = siamese.get_layer(features.DISTANCE).input
+    embeddings = siamese.get_layer(signatures.DISTANCE).input
     return keras.Model(siamese.input, ConcatEmbeddings(name="embeddings")(embeddings),
                        name=f"{siamese.name}_triplet")
 

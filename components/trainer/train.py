@@ -34,11 +34,11 @@ from absl import logging
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from components import features
-from components.trainer import (augment, calibration, class_batches, curves, distribute,
-                                export, heads)
-from components.trainer import model as model_lib
-from pipeline.config import ImageConfig, ModelConfig, TrainConfig, from_dict
+from siamese_tfx.components.contract import features
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig, TrainConfig, from_dict
+from siamese_tfx.components.trainer import (augment, calibration, class_batches, curves, distribute,
+                                            export, heads)
+from siamese_tfx.components.trainer import model as model_lib
 
 keras = tf.keras
 

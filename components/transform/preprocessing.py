@@ -10,8 +10,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from components import features
-from pipeline.config import ImageConfig, from_dict
+from siamese_tfx.components.contract import features
+from siamese_tfx.components.contract.config import ImageConfig, from_dict
 
 
 def decode_images(encoded: tf.Tensor, image: ImageConfig) -> tf.Tensor:

@@ -11,8 +11,8 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import artifact, channel, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.validation_gate import executor
-from pipeline.config import ValidationConfig, section_to_dict
+from siamese_tfx.components.contract.config import ValidationConfig, section_to_dict
+from siamese_tfx.components.validation_gate import executor
 
 
 class DataValidationResult(artifact.Artifact):

@@ -30,7 +30,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
-from pipeline.config import ValidationConfig, from_dict
+from siamese_tfx.components.contract import features
+from siamese_tfx.components.contract.config import ValidationConfig, from_dict
 
 EXAMPLES_KEY = "examples"
 STATISTICS_KEY = "statistics"
@@ -44,8 +45,6 @@ DRIFT_STATISTICS = "drift_statistics"
 ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's per-split output.
 STATS_FILE = "FeatureStats.pb"
 
-LABEL = "label"
-IMAGE_KEYS = ("left_image", "right_image")
 IMAGE_SIZE_FEATURES = ("left_height", "left_width", "right_height", "right_width")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -171,7 +170,7 @@ def split_checks(
                                  f"the split holds {dataset.num_examples} pair(s), fewer than "
                                  f"the {config.min_split_examples} required "
                                  "(--min-split-examples)"))
-    label = _feature(dataset, LABEL)
+    label = _feature(dataset, features.LABEL)
     if label is not None and label.HasField("num_stats") and dataset.num_examples:
         # With labels in {0, 1} (the schema checks that), the mean is the share of 1s.
         balance = Measurement(split, "positive fraction", label.num_stats.mean,
@@ -179,7 +178,7 @@ def split_checks(
         measurements.append(balance)
         if not balance.ok:
             anomalies.append(Anomaly(
-                split, LABEL, "class_balance",
+                split, features.LABEL, "class_balance",
                 f"{balance.value:.3f} of the pairs are positive (label 1), outside "
                 f"[{config.min_positive_fraction}, {config.max_positive_fraction}] "
                 "(--min-positive-fraction, --max-positive-fraction)"))
@@ -217,13 +216,13 @@ def drift_statistics(
         rows = []
         for record in _records(artifact_utils.get_split_uri([examples], split)):
             feature = tf.train.Example.FromString(record).features.feature
-            row = {LABEL: (feature[LABEL].int64_list.value or [-1])[0]}
-            for key in IMAGE_KEYS:
+            row = {features.LABEL: (feature[features.LABEL].int64_list.value or [-1])[0]}
+            for key in features.IMAGE_KEYS:
                 height, width = image_size((feature[key].bytes_list.value or [b""])[0])
                 side = key.split("_")[0]
                 row[f"{side}_height"], row[f"{side}_width"] = height, width
             rows.append(row)
-        frame = pd.DataFrame(rows, columns=[LABEL, *IMAGE_SIZE_FEATURES], dtype="int64")
+        frame = pd.DataFrame(rows, columns=[features.LABEL, *IMAGE_SIZE_FEATURES], dtype="int64")
         out[split] = tfdv.generate_statistics_from_dataframe(frame)
     return out
 
@@ -254,7 +253,7 @@ def drift_schema(config: ValidationConfig) -> schema_pb2.Schema:
     """A schema of the drift statistics' features with Jensen-Shannon comparators at the
     configured bounds."""
     schema = schema_pb2.Schema()
-    bounds = {LABEL: config.max_label_drift} | {
+    bounds = {features.LABEL: config.max_label_drift} | {
         f: config.max_image_size_drift for f in IMAGE_SIZE_FEATURES}
     for name, bound in bounds.items():
         feature = schema.feature.add(name=name, type=schema_pb2.INT)

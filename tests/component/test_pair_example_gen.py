@@ -7,13 +7,13 @@ import os
 import pytest
 import tensorflow as tf
 from PIL import Image
-
-from components.pair_example_gen import executor as executor_lib
-from components.pair_example_gen.component import PairExampleGen, QuarantineReport
-from pipeline.config import DataConfig
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
+
+from siamese_tfx.components.contract.config import DataConfig
+from siamese_tfx.components.pair_example_gen import executor as executor_lib
+from siamese_tfx.components.pair_example_gen.component import PairExampleGen, QuarantineReport
 
 
 def _run(data: DataConfig, out_dir: str):

@@ -10,8 +10,8 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 
 
 def script_env(**extra: str) -> dict[str, str]:
-    """The test environment (CPU only, Keras 2) for a child process that imports the repo."""
-    env = dict(os.environ, PYTHONPATH=REPO, TF_USE_LEGACY_KERAS="1", CUDA_VISIBLE_DEVICES="",
+    """The test environment (CPU only, Keras 2) for a child process that imports the project."""
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", CUDA_VISIBLE_DEVICES="",
                TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
     env.pop("TF_CONFIG", None)
     env.update(extra)
@@ -40,7 +40,7 @@ def compile_siamese(strategy, image, model, learning_rate: float, mixed_precisio
     model (`distribute.build_model`), Adam and ContrastiveLoss, in `strategy`'s scope."""
     import tensorflow as tf
 
-    from components.trainer import distribute, losses
+    from siamese_tfx.components.trainer import distribute, losses
 
     with strategy.scope():
         siamese, backbone = distribute.build_model(image, model, mixed_precision)

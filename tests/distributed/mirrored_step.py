@@ -15,11 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-from components import features  # noqa: E402
-from components.trainer import distribute  # noqa: E402
 from distributed_fixtures import compile_siamese  # noqa: E402
-from pipeline.config import ImageConfig, ModelConfig  # noqa: E402
+
+from siamese_tfx.components.contract import features  # noqa: E402
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig  # noqa: E402
+from siamese_tfx.components.trainer import distribute  # noqa: E402
 
 IMAGE = ImageConfig(height=16, width=16, channels=1)
 MODEL = ModelConfig(embedding_dim=8, margin=1.0)

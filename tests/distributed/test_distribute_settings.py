@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from components.trainer import distribute
+from siamese_tfx.components.trainer import distribute
 
 
 def _tf_config(monkeypatch, cluster, task):

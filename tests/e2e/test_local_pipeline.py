@@ -12,11 +12,12 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from components import features
-from pipeline import local_runner
-from pipeline import pipeline as pipeline_lib
-from pipeline.config import (DataConfig, EvalConfig, ImageConfig, ModelConfig, PipelineConfig,
-                             TrainConfig)
+from siamese_tfx.components.contract import features, signatures
+from siamese_tfx.components.contract.config import (DataConfig, EvalConfig, ImageConfig,
+                                                    ModelConfig, TrainConfig)
+from siamese_tfx.pipeline import local_runner
+from siamese_tfx.pipeline import pipeline as pipeline_lib
+from siamese_tfx.pipeline.config import PipelineConfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -85,32 +86,32 @@ def test_pushed_model_is_in_serving_layout_and_answers(first_run, omniglot_tiny,
     assert os.path.basename(pushed).isdigit()
     assert os.path.exists(os.path.join(pushed, "saved_model.pb"))
     loaded = tf.saved_model.load(pushed)
-    assert set(loaded.signatures) == {features.SERVING_DEFAULT_SIGNATURE,
-                                      features.COMPARE_SIGNATURE, features.EMBED_SIGNATURE}
+    assert set(loaded.signatures) == {signatures.SERVING_DEFAULT,
+                                      signatures.COMPARE, signatures.EMBED}
     images = []
     for alphabet in sorted(os.listdir(omniglot_tiny))[:1]:
         for character in sorted(os.listdir(os.path.join(omniglot_tiny, alphabet)))[:2]:
             folder = os.path.join(omniglot_tiny, alphabet, character)
             for name in sorted(os.listdir(folder))[:2]:
                 images.append(open(os.path.join(folder, name), "rb").read())
-    out = loaded.signatures[features.COMPARE_SIGNATURE](
+    out = loaded.signatures[signatures.COMPARE](
         left_image=tf.constant(images[:2]), right_image=tf.constant(images[2:]))
-    distance = out[features.DISTANCE].numpy()
+    distance = out[signatures.DISTANCE].numpy()
     assert distance.shape == (2,) and (distance >= 0).all()
-    similarity = out[features.SIMILARITY].numpy()
+    similarity = out[signatures.SIMILARITY].numpy()
     assert ((similarity >= 0) & (similarity <= 1)).all()
-    np.testing.assert_array_equal(out[features.MATCH].numpy(), similarity >= 0.5)
-    embedding = loaded.signatures[features.EMBED_SIGNATURE](image=tf.constant(images))
-    embedding = embedding[features.EMBEDDING].numpy()
+    np.testing.assert_array_equal(out[signatures.MATCH].numpy(), similarity >= 0.5)
+    embedding = loaded.signatures[signatures.EMBED](image=tf.constant(images))
+    embedding = embedding[signatures.EMBEDDING].numpy()
     assert embedding.shape == (4, EMBEDDING_DIM)
     np.testing.assert_allclose(np.linalg.norm(embedding[0] - embedding[2]), distance[0],
                                rtol=1e-4, atol=1e-5)
     example = tf.train.Example(features=tf.train.Features(feature={
         k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
         for k, v in ((features.LEFT_IMAGE, images[0]), (features.RIGHT_IMAGE, images[2]))}))
-    by_example = loaded.signatures[features.SERVING_DEFAULT_SIGNATURE](
+    by_example = loaded.signatures[signatures.SERVING_DEFAULT](
         examples=tf.constant([example.SerializeToString()]))
-    np.testing.assert_allclose(by_example[features.DISTANCE].numpy()[0], distance[0], rtol=1e-5)
+    np.testing.assert_allclose(by_example[signatures.DISTANCE].numpy()[0], distance[0], rtol=1e-5)
 
 
 def test_unchanged_inputs_reuse_cached_outputs(first_run, omniglot_tiny, workdir):
@@ -138,14 +139,14 @@ def test_model_that_cannot_answer_through_the_serving_stack_is_not_pushed(
     """The Trainer exports without the pair signature (`compare`): the model loads in-process
     and the Evaluator (which reads serving_default) blesses it, but InfraValidator's model server
     cannot load it, so Pusher pushes nothing and the summary says why."""
-    from components.trainer import export
+    from siamese_tfx.components.trainer import export
 
     make_signatures = export.make_serving_signatures
 
     def without_pair_signature(*args, **kwargs):
-        signatures = make_signatures(*args, **kwargs)
-        del signatures[features.COMPARE_SIGNATURE]
-        return signatures
+        exported = make_signatures(*args, **kwargs)
+        del exported[signatures.COMPARE]
+        return exported
 
     monkeypatch.setattr(export, "make_serving_signatures", without_pair_signature)
     before = sorted(os.listdir(workdir / "serving" / "omniglot"))
@@ -202,12 +203,12 @@ def test_ensemble_trains_each_member_and_serves_their_joint_embedding(omniglot_t
     character = os.path.join(folder, sorted(os.listdir(folder))[0])
     images = [open(os.path.join(character, n), "rb").read()
               for n in sorted(os.listdir(character))[:4]]
-    embedding = loaded.signatures[features.EMBED_SIGNATURE](
-        image=tf.constant(images))[features.EMBEDDING].numpy()
+    embedding = loaded.signatures[signatures.EMBED](
+        image=tf.constant(images))[signatures.EMBEDDING].numpy()
     assert embedding.shape == (4, 2 * EMBEDDING_DIM)
     np.testing.assert_allclose(np.linalg.norm(embedding, axis=-1), 1.0, rtol=1e-4)
-    out = loaded.signatures[features.COMPARE_SIGNATURE](
+    out = loaded.signatures[signatures.COMPARE](
         left_image=tf.constant(images[:2]), right_image=tf.constant(images[2:]))
-    np.testing.assert_allclose(out[features.DISTANCE].numpy(),
+    np.testing.assert_allclose(out[signatures.DISTANCE].numpy(),
                                np.linalg.norm(embedding[:2] - embedding[2:], axis=-1),
                                rtol=1e-4, atol=1e-5)

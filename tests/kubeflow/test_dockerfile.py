@@ -7,11 +7,11 @@ import re
 import shutil
 import subprocess
 import sys
-
-import pytest
 import tomllib
 
-from kubeflow.config import KubeflowConfig
+import pytest
+
+from siamese_tfx.kubeflow.config import KubeflowConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOT_LOCKED = {"pip", "setuptools", "wheel", "siamese-tfx"}  # Installers and the project.
@@ -87,10 +87,10 @@ def test_image_holds_the_code_and_files_the_compiled_pipeline_names():
     copied = {source.rstrip("/") for op, a in instructions
               if op == "COPY" and not a.startswith("--from") for source in a.split()[:-1]}
     project = tomllib.loads(_read("pyproject.toml"))
-    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    packages = set(project["tool"]["setuptools"]["package-dir"].values())
     assert packages | {"constraints.txt", "pyproject.toml"} <= copied
     # The runner names the repo's curated schema by its path under the workdir.
-    assert os.path.exists(os.path.join(REPO, "pipeline", "schema", "schema.pbtxt"))
+    assert os.path.exists(os.path.join(REPO, "components", "contract", "schema.pbtxt"))
     ignored = _read(".dockerignore").split()
     assert {".venv", ".git", "runs", "tests"} <= set(ignored)
 

@@ -5,14 +5,15 @@ import json
 
 import pytest
 import yaml
-from kubeflow_fixtures import COMPILE_ARGS, IMAGE, SHARED
-from kfp.pipeline_spec import pipeline_spec_pb2
-
 from google.protobuf import json_format
-from kubeflow import runner
-from kubeflow.config import KubeflowConfig
-from pipeline import pipeline as p
-from pipeline.config import DataConfig, PipelineConfig
+from kfp.pipeline_spec import pipeline_spec_pb2
+from kubeflow_fixtures import COMPILE_ARGS, IMAGE, SHARED
+
+from siamese_tfx.components.contract.config import DataConfig
+from siamese_tfx.kubeflow import runner
+from siamese_tfx.kubeflow.config import KubeflowConfig
+from siamese_tfx.pipeline import pipeline as p
+from siamese_tfx.pipeline.config import PipelineConfig
 
 BEAM_COMPONENTS = (p.EXAMPLE_GEN, p.STATISTICS_GEN, p.SCHEMA_GEN, p.EXAMPLE_VALIDATOR,
                    p.TRANSFORM, p.EVALUATOR)
@@ -21,8 +22,8 @@ BEAM_COMPONENTS = (p.EXAMPLE_GEN, p.STATISTICS_GEN, p.SCHEMA_GEN, p.EXAMPLE_VALI
 @pytest.fixture(scope="module")
 def tfx_pipeline():
     """The TFX pipeline object the compile command compiled (same options)."""
-    from kubeflow import cli
-    from pipeline.cli import build_parser
+    from siamese_tfx.kubeflow import cli
+    from siamese_tfx.pipeline.cli import build_parser
 
     args = build_parser().parse_args(["kubeflow", "compile"] + COMPILE_ARGS)
     return runner.build_pipeline(cli.pipeline_config_from_args(args),
@@ -115,7 +116,7 @@ def test_beam_components_get_the_distributed_runner(spec):
 def test_repo_schema_is_read_from_the_image_not_the_compiling_machine(spec):
     params = spec.root.dag.tasks[p.SCHEMA_GEN].inputs.parameters
     assert params["schema_file"].runtime_value.constant.string_value == (
-        "/pipeline/pipeline/schema/schema.pbtxt")
+        "/pipeline/components/contract/schema.pbtxt")
 
 
 def test_pipeline_settings_reach_the_components(spec):
@@ -188,7 +189,7 @@ def test_paths_the_pods_cannot_see_are_refused(field):
 
 
 def test_cli_compile_reports_config_errors(tmp_path, capsys):
-    from pipeline.cli import main
+    from siamese_tfx.pipeline.cli import main
 
     args = [a if a != "FlinkRunner" else "SparkRunner" for a in COMPILE_ARGS]
     assert main(["kubeflow", "compile", "--output", str(tmp_path / "x.yaml")] + args) == 2

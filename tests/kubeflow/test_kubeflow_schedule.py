@@ -8,7 +8,7 @@ import kfp
 import pytest
 from kubeflow_fixtures import COMPILE_ARGS, SHARED
 
-from kubeflow import schedule as s
+from siamese_tfx.kubeflow import schedule as s
 
 PIPELINE = "siamese-kfp"
 RUN_NAME = f"{PIPELINE}-scheduled"
@@ -117,7 +117,7 @@ def test_recorded_calls_match_the_real_kfp_client_signatures(spec_file):
 
 @pytest.mark.slow
 def test_cli_dry_run_prints_the_calls_without_a_server(compiled_spec_path, capsys):
-    from pipeline.cli import main
+    from siamese_tfx.pipeline.cli import main
 
     code = main(["kubeflow", "schedule", "--dry-run", "--cron", "0 3 * * *",
                  "--host", "http://kfp.invalid", "--package", compiled_spec_path,
@@ -142,7 +142,7 @@ def test_cli_dry_run_prints_the_calls_without_a_server(compiled_spec_path, capsy
 
 
 def test_cli_schedule_without_host_or_dry_run_is_refused(capsys):
-    from pipeline.cli import main
+    from siamese_tfx.pipeline.cli import main
 
     assert main(["kubeflow", "schedule", "--cron", "0 3 * * *"]) == 2
     assert "--host" in capsys.readouterr().err

@@ -10,8 +10,8 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from components import features
-from pipeline.config import ImageConfig
+from siamese_tfx.components.contract import features
+from siamese_tfx.components.contract.config import ImageConfig
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -40,7 +40,7 @@ def write_transform_graph(out_dir: str, image: ImageConfig) -> str:
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-    from components.transform import preprocessing
+    from siamese_tfx.components.transform import preprocessing
 
     spec = {
         features.LEFT_IMAGE: tf.io.FixedLenFeature([1], tf.string),

@@ -3,10 +3,10 @@
 import numpy as np
 import tensorflow as tf
 
-from components import features
-from components.trainer import augment
-from components.trainer import model as model_lib
-from pipeline.config import ImageConfig, ModelConfig
+from siamese_tfx.components.contract import features
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig
+from siamese_tfx.components.trainer import augment
+from siamese_tfx.components.trainer import model as model_lib
 
 LEFT = features.transformed_name(features.LEFT_IMAGE)
 RIGHT = features.transformed_name(features.RIGHT_IMAGE)

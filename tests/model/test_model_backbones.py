@@ -5,16 +5,17 @@ input size (marked slow: they are large networks, but still part of the default 
 
 import os
 
+import model_fixtures as fx
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-import model_fixtures as fx
-from components import features
-from components.trainer import backbones, export, heads, train
-from components.trainer import model as model_lib
-from pipeline.config import BACKBONES, ImageConfig, ModelConfig
+from siamese_tfx.components.contract import features
+from siamese_tfx.components.contract.config import BACKBONES, ImageConfig, ModelConfig
+from siamese_tfx.components.trainer import backbones, export, heads
+from siamese_tfx.components.trainer import model as model_lib
+from siamese_tfx.components.trainer import train
 
 HEADS = (("euclidean", "contrastive"), ("euclidean", "triplet"),
          ("l1_sigmoid", "binary_crossentropy"), ("matchnet", "binary_crossentropy"))

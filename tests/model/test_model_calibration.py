@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from components.trainer import calibration
+from siamese_tfx.components.trainer import calibration
 
 # Sorted: 0.1(1) 0.2(0) 0.3(1) 0.4(1) 0.5(0) 0.6(0)
 D = [0.4, 0.1, 0.6, 0.2, 0.3, 0.5]

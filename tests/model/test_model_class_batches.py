@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import features
-from components.trainer import class_batches, losses
+from siamese_tfx.components.contract import features
+from siamese_tfx.components.trainer import class_batches, losses
 
 LEFT, RIGHT = (features.transformed_name(k) for k in features.IMAGE_KEYS)
 

@@ -4,15 +4,16 @@ members a restarted Trainer restores instead of training again."""
 
 import os
 
+import model_fixtures as fx
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import model_fixtures as fx
-from components import features
-from components.trainer import export, heads, train
-from components.trainer import model as model_lib
-from pipeline.config import ImageConfig, ModelConfig
+from siamese_tfx.components.contract import features
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig
+from siamese_tfx.components.trainer import export, heads
+from siamese_tfx.components.trainer import model as model_lib
+from siamese_tfx.components.trainer import train
 
 IMAGE = ImageConfig(height=16, width=16, channels=1)
 DIM = 8

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.trainer import heads, losses
-from components.trainer import model as model_lib
-from pipeline.config import ImageConfig, ModelConfig
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig
+from siamese_tfx.components.trainer import heads, losses
+from siamese_tfx.components.trainer import model as model_lib
 
 
 def test_binary_crossentropy_on_distance_hand_computed():

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipeline import quality
-from pipeline.cli import main
+from siamese_tfx.pipeline import quality
+from siamese_tfx.pipeline.cli import main
 
 SIZE = 12
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import pytest
-
 import serving_fixtures as fx
 from serving_fixtures import needs_local_server, remote_address
 
@@ -76,7 +75,7 @@ def models(tmp_path_factory: pytest.TempPathFactory, images: list[bytes]) -> Mod
         return Models(base, name, versions)
     if remote_address():
         return Models(None, name, {})
-    from serving.warmup import write_warmup_requests
+    from siamese_tfx.serving.warmup import write_warmup_requests
 
     base = str(tmp_path_factory.mktemp("fixture_models"))
     versions = {}
@@ -95,7 +94,7 @@ def target(models: Models) -> Iterator[Target]:
     if address:
         yield Target(address, models.model_name, None)
         return
-    from serving.server import ServerConfig, start_server
+    from siamese_tfx.serving.server import ServerConfig, start_server
 
     handle = start_server(
         ServerConfig(
@@ -115,7 +114,7 @@ def target(models: Models) -> Iterator[Target]:
 
 @pytest.fixture(scope="module")
 def client(target: Target):
-    from serving.client import SiameseClient
+    from siamese_tfx.serving.client import SiameseClient
 
     with SiameseClient(target.address, target.model_name, timeout=30.0) as c:
         yield c

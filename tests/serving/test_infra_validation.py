@@ -8,11 +8,11 @@ import json
 import os
 
 import pytest
-
 import serving_fixtures as fx
-from components.infra_validator import executor as infra_lib
-from pipeline.config import InfraValidationConfig
-from serving.warmup import warmup_predict_requests, write_warmup_requests
+
+from siamese_tfx.components.contract.config import InfraValidationConfig
+from siamese_tfx.components.infra_validator import executor as infra_lib
+from siamese_tfx.serving.warmup import warmup_predict_requests, write_warmup_requests
 
 NAME = "candidate"
 CONFIG = InfraValidationConfig(infra_load_timeout_s=120.0, infra_request_timeout_s=30.0)
@@ -24,8 +24,8 @@ def _model(tmp_path, images, warmup_images=None, warmup_signatures=None, **broke
         write_warmup_requests(path, NAME, warmup_images or images[:3])
     elif warmup_signatures:
         # Only the requests of these signatures (a model exported without the others).
-        from tensorflow_serving.apis import prediction_log_pb2
         import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
 
         os.makedirs(os.path.join(path, "assets.extra"))
         with tf.io.TFRecordWriter(os.path.join(path, "assets.extra",
@@ -103,11 +103,11 @@ def test_a_model_without_warmup_requests_is_not_blessed(tmp_path, images):
 
 
 def test_executor_writes_the_infra_blessing_pusher_reads(tmp_path, images):
+    import dataclasses
+
     from tfx.components.util import model_utils
     from tfx.types import standard_artifacts
     from tfx.utils import path_utils
-
-    import dataclasses
 
     model = standard_artifacts.Model()
     model.uri = str(tmp_path / "model")

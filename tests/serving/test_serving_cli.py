@@ -1,4 +1,4 @@
-"""`siamese-tfx serve|compare|embed|status`, through `serving.cli.register`."""
+"""`siamese-tfx serve|compare|embed|status`, through `siamese_tfx.serving.cli.register`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 import pytest
-
-from serving import cli
 from serving_fixtures import needs_local_server
+
+from siamese_tfx.serving import cli
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -45,7 +45,7 @@ def test_registers_four_commands_each_with_help_on_every_option():
 
 
 def test_importing_the_cli_loads_neither_tensorflow_nor_grpc():
-    code = "import sys, serving.cli; print(sorted({'tensorflow', 'grpc'} & set(sys.modules)))"
+    code = "import sys, siamese_tfx.serving.cli; print(sorted({'tensorflow', 'grpc'} & set(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
@@ -134,7 +134,7 @@ def test_missing_image_file_exits_2(target, tmp_path, capsys):
 def test_serve_runs_until_sigterm(models, images):
     needs_local_server()
     command = [
-        sys.executable, "-m", "serving.cli", "serve", "--model-base", models.model_base,
+        sys.executable, "-m", "siamese_tfx.serving.cli", "serve", "--model-base", models.model_base,
         "--model-name", models.model_name, "--port", "0", "--poll-interval", "0.5",
     ]
     process = subprocess.Popen(
@@ -146,7 +146,7 @@ def test_serve_runs_until_sigterm(models, images):
         line = process.stdout.readline()
         assert line.startswith("Serving model"), process.stderr.read() if not line else line
         address = line.rsplit(" on ", 1)[1].strip()
-        from serving.client import SiameseClient
+        from siamese_tfx.serving.client import SiameseClient
 
         with SiameseClient(address, models.model_name, timeout=30) as client:
             assert client.compare(images[0], images[0]).match

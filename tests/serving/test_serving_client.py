@@ -8,18 +8,12 @@ from concurrent import futures
 import grpc
 import numpy as np
 import pytest
+from serving_fixtures import needs_local_server
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving_fixtures import needs_local_server
-from serving.client import (
-    ClientTls,
-    Comparison,
-    ServingError,
-    SiameseClient,
-    bytes_tensor_proto,
-    tensor_proto_to_ndarray,
-)
+from siamese_tfx.serving.client import ClientTls, Comparison, ServingError, SiameseClient
+from siamese_tfx.serving.requests import bytes_tensor_proto, tensor_proto_to_ndarray
 
 
 @pytest.mark.parametrize(
@@ -161,7 +155,7 @@ def test_client_compare_and_embed_agree(client, images):
 
 def test_message_size_limit_is_enforced(models, images):
     needs_local_server()
-    from serving.server import ServerConfig, start_server
+    from siamese_tfx.serving.server import ServerConfig, start_server
 
     config = ServerConfig(
         model_base=models.model_base, model_name=models.model_name, port=0, max_message_bytes=64_000
@@ -205,7 +199,7 @@ def certificates(tmp_path_factory):
 
 
 def test_mutual_tls(models, images, certificates):
-    from serving.server import ServerConfig, TlsConfig, start_server
+    from siamese_tfx.serving.server import ServerConfig, TlsConfig, start_server
 
     tls = TlsConfig(certificates("server.pem"), certificates("server.key"), certificates("ca.pem"))
     config = ServerConfig(

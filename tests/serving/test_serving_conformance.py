@@ -12,17 +12,14 @@ from typing import Callable
 import grpc
 import numpy as np
 import pytest
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from tensorflow_serving.apis import (
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
-
 import serving_fixtures as fx
-from serving.client import ServingError, SiameseClient, bytes_tensor_proto, tensor_proto_to_ndarray
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from siamese_tfx.serving.client import ServingError, SiameseClient
+from siamese_tfx.serving.requests import bytes_tensor_proto, tensor_proto_to_ndarray
 
 SIGNATURES = ("serving_default", "compare", "embed")
 PAIR_OUTPUTS = {"distance": "float", "similarity": "float", "match": "bool"}

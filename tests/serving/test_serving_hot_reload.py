@@ -16,9 +16,10 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.client import ServingError, SiameseClient, bytes_tensor_proto
-from serving.server import ServerConfig, start_server
-from serving.warmup import read_warmup_requests, write_warmup_requests
+from siamese_tfx.serving.client import ServingError, SiameseClient
+from siamese_tfx.serving.requests import bytes_tensor_proto
+from siamese_tfx.serving.server import ServerConfig, start_server
+from siamese_tfx.serving.warmup import read_warmup_requests, write_warmup_requests
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +91,7 @@ class _Hammer:
 def test_new_version_is_swapped_in_under_load_and_a_broken_one_is_not(
     writable_base, images, reference, caplog
 ):
-    caplog.set_level(logging.INFO, logger="serving")
+    caplog.set_level(logging.INFO, logger="siamese_tfx.serving")
     sources = sorted(writable_base.models.versions)
     old_source, new_source = sources[-2] if len(sources) > 1 else sources[-1], sources[-1]
     writable_base.push(old_source, 1)
@@ -175,7 +176,7 @@ def test_server_waits_for_a_first_version(writable_base):
 
 
 def test_warmup_requests_are_replayed_before_a_version_serves(writable_base, images, caplog):
-    caplog.set_level(logging.INFO, logger="serving")
+    caplog.set_level(logging.INFO, logger="siamese_tfx.serving")
     name = writable_base.models.model_name
 
     def add_warmup(path: str) -> None:

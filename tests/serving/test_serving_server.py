@@ -6,9 +6,9 @@ import socket
 
 import grpc
 import pytest
-
-from serving.server import ServerConfig, _answer, start_server
 from serving_fixtures import needs_local_server
+
+from siamese_tfx.serving.server import ServerConfig, _answer, start_server
 
 
 class _Aborted(Exception):

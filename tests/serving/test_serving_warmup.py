@@ -7,8 +7,8 @@ import os
 import pytest
 from tensorflow.core.framework import types_pb2
 
-from serving.client import tensor_proto_to_ndarray
-from serving.warmup import read_warmup_requests, write_warmup_requests
+from siamese_tfx.serving.requests import tensor_proto_to_ndarray
+from siamese_tfx.serving.warmup import read_warmup_requests, write_warmup_requests
 
 
 def test_writes_compare_and_embed_requests_at_two_batch_sizes(tmp_path, images):

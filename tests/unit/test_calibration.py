@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from components.trainer.calibration import best_threshold
+from siamese_tfx.components.trainer.calibration import best_threshold
 
 
 def test_separable_distances_give_perfect_accuracy_between_the_groups():

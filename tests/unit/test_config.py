@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from pipeline import commands
-from pipeline.config import DataConfig, ModelConfig, PipelineConfig, from_dict
+from siamese_tfx.components.contract.config import DataConfig, ModelConfig, from_dict
+from siamese_tfx.pipeline import commands
+from siamese_tfx.pipeline.config import PipelineConfig
 
 
 def _parser():

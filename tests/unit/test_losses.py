@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.trainer.losses import ContrastiveLoss
+from siamese_tfx.components.trainer.losses import ContrastiveLoss
 
 
 def test_contrastive_loss_hand_computed():

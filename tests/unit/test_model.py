@@ -3,9 +3,10 @@
 import numpy as np
 import tensorflow as tf
 
-from components import features
-from components.trainer import losses, model as model_lib
-from pipeline.config import ImageConfig, ModelConfig
+from siamese_tfx.components.contract import features
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig
+from siamese_tfx.components.trainer import losses
+from siamese_tfx.components.trainer import model as model_lib
 
 IMAGE = ImageConfig(height=16, width=16, channels=1)
 MODEL = ModelConfig(embedding_dim=8)

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components.transform.preprocessing import decode_images
-from pipeline.config import ImageConfig
+from siamese_tfx.components.contract.config import ImageConfig
+from siamese_tfx.components.transform.preprocessing import decode_images
 
 
 def _encode(fmt, mode="L", size=(20, 14)):

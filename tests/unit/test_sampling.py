@@ -2,7 +2,7 @@
 
 import pytest
 
-from components.pair_example_gen import sampling
+from siamese_tfx.components.pair_example_gen import sampling
 
 
 def _classes(n_classes=12, n_images=20):

@@ -5,7 +5,7 @@ import os
 import pytest
 from validation_fixtures import balanced, run_validation, write_span
 
-from components.pair_example_gen import sampling
+from siamese_tfx.components.pair_example_gen import sampling
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import cli, data_report
+from siamese_tfx.pipeline import cli, data_report
 
 pytestmark = [pytest.mark.slow]
 

@@ -12,11 +12,11 @@ import random
 import pytest
 import tensorflow as tf
 from PIL import Image
-
-from components.pair_example_gen import executor as executor_lib
-from components.pair_example_gen.component import QuarantineReport
-from pipeline.config import DataConfig
 from tfx.types import standard_artifacts
+
+from siamese_tfx.components.contract.config import DataConfig
+from siamese_tfx.components.pair_example_gen import executor as executor_lib
+from siamese_tfx.components.pair_example_gen.component import QuarantineReport
 
 pytestmark = [pytest.mark.slow]
 

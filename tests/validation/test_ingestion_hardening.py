@@ -6,8 +6,8 @@ import os
 
 from PIL import Image
 
-from components.pair_example_gen import inputs as inputs_lib
-from components.validation_gate import executor as gate_lib
+from siamese_tfx.components.pair_example_gen import inputs as inputs_lib
+from siamese_tfx.components.validation_gate import executor as gate_lib
 
 
 def _png(path, size=(12, 10)):

@@ -13,10 +13,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
-from pipeline import local_runner
-from pipeline import pipeline as pipeline_lib
-from pipeline.config import (DataConfig, EvalConfig, ImageConfig, ModelConfig, PipelineConfig,
-                             TrainConfig)
+from siamese_tfx.components.contract.config import (DataConfig, EvalConfig, ImageConfig,
+                                                    ModelConfig, TrainConfig)
+from siamese_tfx.pipeline import local_runner
+from siamese_tfx.pipeline import pipeline as pipeline_lib
+from siamese_tfx.pipeline.config import PipelineConfig
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -131,7 +132,7 @@ def test_default_limit_stops_before_transform_naming_the_report(bad_dataset, tmp
     report = message.split("Full report: ")[1].split("\n")[0]
     assert os.path.exists(report), report
     _check_report(list(csv.DictReader(open(report))), bad_dataset)
-    from pipeline import summary as summary_lib
+    from siamese_tfx.pipeline import summary as summary_lib
 
     summary = summary_lib.summarize(
         local_runner.metadata_config(str(tmp_path / "metadata.sqlite")), "quarantine-e2e")

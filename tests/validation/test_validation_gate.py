@@ -9,10 +9,10 @@ import os
 import pytest
 from validation_fixtures import balanced, run_validation, states, write_span
 
-from components.pair_example_gen import sampling
-from components.validation_gate import executor as gate_lib
-from pipeline import pipeline as pipeline_lib
-from pipeline.config import ValidationConfig
+from siamese_tfx.components.contract.config import ValidationConfig
+from siamese_tfx.components.pair_example_gen import sampling
+from siamese_tfx.components.validation_gate import executor as gate_lib
+from siamese_tfx.pipeline import pipeline as pipeline_lib
 
 pytestmark = [pytest.mark.slow]
 

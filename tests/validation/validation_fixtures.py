@@ -13,10 +13,10 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 from tfx import v1 as tfx
 
-from pipeline import local_runner
-from pipeline import pipeline as pipeline_lib
-from pipeline import summary as summary_lib
-from pipeline.config import ImageConfig, ValidationConfig, section_to_dict
+from siamese_tfx.components.contract.config import ImageConfig, ValidationConfig, section_to_dict
+from siamese_tfx.pipeline import local_runner
+from siamese_tfx.pipeline import pipeline as pipeline_lib
+from siamese_tfx.pipeline import summary as summary_lib
 
 
 def png_bytes(width: int, height: int, seed: int) -> bytes:

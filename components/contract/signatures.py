@@ -1,0 +1,31 @@
+"""The serving contract of the exported SavedModel: signature names, their inputs and outputs,
+and TF Serving's warmup file. The Trainer's exporter writes it; the model server, the client,
+the warmup writer and the InfraValidator read it."""
+
+from siamese_tfx.components.contract import features
+
+# Signature names.
+SERVING_DEFAULT = "serving_default"  # Serialized tf.Example -> pair outputs (TFMA's Evaluator).
+COMPARE = "compare"  # left_image, right_image (encoded bytes) -> pair outputs.
+EMBED = "embed"  # image (encoded bytes) -> embedding.
+CONTRACT = (COMPARE, EMBED, SERVING_DEFAULT)
+
+# Inputs.
+EXAMPLES_INPUT = "examples"  # serving_default: serialized tf.Examples
+COMPARE_INPUTS = features.IMAGE_KEYS  # compare: the two images of each pair
+EMBED_INPUT = "image"  # embed: one image
+
+# Outputs of the pair signatures (compare, serving_default) and of embed.
+DISTANCE = "distance"
+SIMILARITY = "similarity"
+MATCH = "match"
+PAIR_OUTPUTS = (DISTANCE, SIMILARITY, MATCH)
+EMBEDDING = "embedding"
+
+# TF Serving replays <version>/assets.extra/tf_serving_warmup_requests before serving a version.
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+# Attributes of the exported model (tf.saved_model.load(path).<name>) that describe how it
+# decides and what it accepts; readers (describe, quality tools) use these names.
+THRESHOLD_ATTR = "match_threshold"  # float32 variable: the calibrated match threshold
