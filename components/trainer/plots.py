@@ -1,55 +1,67 @@
-"""Small PNG charts drawn with Pillow (no plotting library): line charts (training curves, ROC),
-overlaid histograms (distances of same vs different pairs) and image grids (one-shot queries)."""
+"""Small PNG charts drawn with matplotlib's Agg canvas (no pyplot, no display): line charts
+(training curves, ROC), overlaid histograms (distances of same vs different pairs) and image
+grids (one-shot queries). Each figure is rendered at a fixed pixel size and saved with Pillow
+as an RGB image."""
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from PIL import Image
 
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189)]
-_W, _H, _MARGIN = 640, 420, 60
+_W, _H = 640, 420
+_DPI = 100
+_TITLE_SIZE, _LABEL_SIZE, _SMALL_SIZE = 10.0, 9.0, 8.0
+_DIAGONAL = (160, 160, 160)
+_OK, _WRONG = (0, 150, 0), (200, 0, 0)
 
 
-def _font() -> ImageFont.ImageFont:
-    return ImageFont.load_default()
+def _rgb(colour: tuple[int, int, int]) -> tuple[float, float, float]:
+    """A 0-255 RGB triple as matplotlib's 0-1 floats."""
+    return colour[0] / 255.0, colour[1] / 255.0, colour[2] / 255.0
 
 
-def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    return [lo + (hi - lo) * i / (count - 1) for i in range(count)]
+def _colour(index: int) -> tuple[float, float, float]:
+    """The `index`-th series colour (cycling through COLOURS)."""
+    return _rgb(COLOURS[index % len(COLOURS)])
 
 
-class _Axes:
-    """A plot area mapping data coordinates to pixels, with a frame, ticks and labels."""
+def _figure(width: int, height: int, constrained: bool = True) -> Figure:
+    """A white figure of exactly `width` x `height` pixels."""
+    size = (np.nextafter(width / _DPI, np.inf), np.nextafter(height / _DPI, np.inf))
+    figure = Figure(figsize=size, dpi=_DPI, facecolor="white",
+                    layout="constrained" if constrained else None)
+    FigureCanvasAgg(figure)
+    return figure
 
-    def __init__(self, draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int],
-                 xlim: tuple[float, float], ylim: tuple[float, float], title: str,
-                 xlabel: str, ylabel: str):
-        self.draw, self.box, self.xlim, self.ylim = draw, box, xlim, ylim
-        left, top, right, bottom = box
-        font = _font()
-        draw.rectangle(box, outline=(0, 0, 0))
-        draw.text((left, top - 18), title, fill=(0, 0, 0), font=font)
-        draw.text(((left + right) // 2 - 3 * len(xlabel), bottom + 22), xlabel, fill=(0, 0, 0),
-                  font=font)
-        draw.text((4, top - 18 if not title else top - 4 + (bottom - top) // 2), ylabel[:9],
-                  fill=(0, 0, 0), font=font)
-        for x in _ticks(*xlim):
-            px = self.px(x, ylim[0])[0]
-            draw.line([(px, bottom), (px, bottom + 4)], fill=(0, 0, 0))
-            draw.text((px - 12, bottom + 6), f"{x:.3g}", fill=(0, 0, 0), font=font)
-        for y in _ticks(*ylim):
-            py = self.px(xlim[0], y)[1]
-            draw.line([(left - 4, py), (left, py)], fill=(0, 0, 0))
-            draw.text((left - 44, py - 5), f"{y:.3g}", fill=(0, 0, 0), font=font)
 
-    def px(self, x: float, y: float) -> tuple[float, float]:
-        left, top, right, bottom = self.box
-        (x0, x1), (y0, y1) = self.xlim, self.ylim
-        fx = (x - x0) / (x1 - x0) if x1 > x0 else 0.5
-        fy = (y - y0) / (y1 - y0) if y1 > y0 else 0.5
-        return left + fx * (right - left), bottom - fy * (bottom - top)
+def _save(figure: Figure, path: str) -> None:
+    """Renders `figure` and writes it with Pillow (the format follows `path`'s extension)."""
+    canvas = figure.canvas
+    assert isinstance(canvas, FigureCanvasAgg)
+    canvas.draw()
+    Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB").save(path)
+
+
+def _wrap(figure: Figure, text: str, width_px: float, size: float) -> str:
+    """`text` broken at spaces into lines no wider than `width_px` at font `size` (points)."""
+    renderer = figure.canvas.get_renderer()
+    font = FontProperties(size=size)
+    lines: list[str] = []
+    for word in text.split(" "):
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and renderer.get_text_width_height_descent(candidate, font, False)[0] <= width_px:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return "\n".join(lines)
 
 
 def _limits(values: Sequence[float], pad: float = 0.05) -> tuple[float, float]:
@@ -62,40 +74,48 @@ def _limits(values: Sequence[float], pad: float = 0.05) -> tuple[float, float]:
     return lo - pad * (hi - lo), hi + pad * (hi - lo)
 
 
-def _legend(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int],
-            names: Sequence[str]) -> None:
-    left, top, right, _ = box
-    for i, name in enumerate(names):
-        y = top + 6 + 14 * i
-        draw.line([(right - 130, y + 5), (right - 110, y + 5)], fill=COLOURS[i % len(COLOURS)],
-                  width=3)
-        draw.text((right - 104, y), name, fill=(0, 0, 0), font=_font())
+def _decorate(figure: Figure, axes: Axes, title: str, xlabel: str, ylabel: str,
+              legend: Sequence[tuple[Artist, str]]) -> None:
+    """Title (wrapped to the figure's width), axis labels, tick label sizes, a light grid and
+    a legend of `legend`'s (artist, name) pairs, if any."""
+    axes.set_title(_wrap(figure, title, figure.bbox.width - 70, _TITLE_SIZE), fontsize=_TITLE_SIZE,
+                   loc="left", parse_math=False)
+    axes.set_xlabel(xlabel, fontsize=_LABEL_SIZE, parse_math=False)
+    axes.set_ylabel(ylabel, fontsize=_LABEL_SIZE, parse_math=False)
+    axes.tick_params(labelsize=_SMALL_SIZE)
+    axes.grid(True, color="0.9", linewidth=0.8)
+    axes.set_axisbelow(True)
+    if legend:
+        handles, names = zip(*legend)
+        for text in axes.legend(handles, names, fontsize=_SMALL_SIZE, loc="best",
+                                framealpha=0.9).get_texts():
+            text.set_parse_math(False)
 
 
 def line_charts(path: str, panels: Sequence[dict], width: int = _W) -> None:
     """One PNG of line-chart panels stacked vertically. Each panel: {"title", "xlabel",
     "ylabel", "series": {name: (xs, ys)}, optional "xlim", "ylim", "diagonal": bool}."""
-    image = Image.new("RGB", (width, _H * len(panels)), "white")
-    draw = ImageDraw.Draw(image)
-    for p, panel in enumerate(panels):
+    if not panels:
+        raise ValueError("line_charts needs at least one panel")
+    figure = _figure(width, _H * len(panels))
+    for axes, panel in zip(figure.subplots(len(panels), 1, squeeze=False)[:, 0], panels):
         series = panel["series"]
         xs_all = [x for xs, _ in series.values() for x in xs]
         ys_all = [y for _, ys in series.values() for y in ys]
-        box = (_MARGIN + 10, p * _H + 40, width - 20, (p + 1) * _H - _MARGIN)
-        axes = _Axes(draw, box, panel.get("xlim") or _limits(xs_all),
-                     panel.get("ylim") or _limits(ys_all), panel.get("title", ""),
-                     panel.get("xlabel", ""), panel.get("ylabel", ""))
         if panel.get("diagonal"):
-            draw.line([axes.px(0, 0), axes.px(1, 1)], fill=(160, 160, 160))
-        for i, (xs, ys) in enumerate(series.values()):
-            points = [axes.px(x, y) for x, y in zip(xs, ys) if np.isfinite(y)]
-            if len(points) > 1:
-                draw.line(points, fill=COLOURS[i % len(COLOURS)], width=2)
-            elif points:
-                x, y = points[0]
-                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS[i % len(COLOURS)])
-        _legend(draw, box, list(series))
-    image.save(path)
+            axes.plot([0, 1], [0, 1], color=_rgb(_DIAGONAL), linewidth=1)
+        legend: list[tuple[Artist, str]] = []
+        for i, (name, (xs, ys)) in enumerate(series.items()):
+            points = [(x, y) for x, y in zip(xs, ys) if np.isfinite(y)]
+            px, py = [p[0] for p in points], [p[1] for p in points]
+            line, = axes.plot(px, py, color=_colour(i), linewidth=2,
+                              marker="o" if len(points) == 1 else None, markersize=6)
+            legend.append((line, str(name)))
+        axes.set_xlim(*(panel.get("xlim") or _limits(xs_all)))
+        axes.set_ylim(*(panel.get("ylim") or _limits(ys_all)))
+        _decorate(figure, axes, panel.get("title", ""), panel.get("xlabel", ""),
+                  panel.get("ylabel", ""), legend)
+    _save(figure, path)
 
 
 def histograms(path: str, groups: dict[str, np.ndarray], title: str, xlabel: str,
@@ -111,22 +131,19 @@ def histograms(path: str, groups: dict[str, np.ndarray], title: str, xlabel: str
     edges = np.linspace(lo, hi, bins + 1)
     shares = {name: np.histogram(np.asarray(v).reshape(-1), edges)[0] / max(len(v), 1)
               for name, v in groups.items()}
-    image = Image.new("RGB", (_W, _H), "white")
-    draw = ImageDraw.Draw(image)
-    box = (_MARGIN + 10, 40, _W - 20, _H - _MARGIN)
     top = max(float(s.max()) for s in shares.values()) if shares else 1.0
-    axes = _Axes(draw, box, (lo, hi), (0.0, top * 1.05 or 1.0), title, xlabel, "share")
-    for i, (name, share) in enumerate(shares.items()):
-        points = []
-        for k, value in enumerate(share):
-            points += [axes.px(edges[k], value), axes.px(edges[k + 1], value)]
-        draw.line(points, fill=COLOURS[i % len(COLOURS)], width=2)
+    figure = _figure(_W, _H)
+    axes = figure.add_subplot()
+    legend: list[tuple[Artist, str]] = [
+        (axes.stairs(share, edges, color=_colour(i), linewidth=2), str(name))
+        for i, (name, share) in enumerate(shares.items())]
     if marker is not None:
-        draw.line([axes.px(marker, 0), axes.px(marker, top * 1.05)],
-                  fill=COLOURS[len(shares) % len(COLOURS)], width=1)
-    _legend(draw, box, list(shares) + ([f"threshold {marker:.3g}"] if marker is not None
-                                       else []))
-    image.save(path)
+        legend.append((axes.axvline(marker, color=_colour(len(shares)), linewidth=1),
+                       f"threshold {marker:.3g}"))
+    axes.set_xlim(lo, hi)
+    axes.set_ylim(0.0, top * 1.05 or 1.0)
+    _decorate(figure, axes, title, xlabel, "share", legend)
+    _save(figure, path)
 
 
 def image_rows(path: str, rows: Sequence[Sequence[tuple[Image.Image, str, bool]]],
@@ -134,14 +151,20 @@ def image_rows(path: str, rows: Sequence[Sequence[tuple[Image.Image, str, bool]]
     """A grid of images with captions; each item is (image, caption, ok): a green frame when ok,
     red otherwise."""
     columns = max(len(r) for r in rows)
-    image = Image.new("RGB", (columns * (cell + 10) + 10, len(rows) * (cell + 28) + 10), "white")
-    draw = ImageDraw.Draw(image)
+    width, height = columns * (cell + 10) + 10, len(rows) * (cell + 28) + 10
+    figure = _figure(width, height, constrained=False)
     for r, row in enumerate(rows):
         for c, (picture, caption, ok) in enumerate(row):
             x, y = 10 + c * (cell + 10), 10 + r * (cell + 28)
-            thumb = picture.convert("RGB").resize((cell, cell))
-            image.paste(thumb, (x, y))
-            draw.rectangle([x - 2, y - 2, x + cell + 1, y + cell + 1],
-                           outline=(0, 150, 0) if ok else (200, 0, 0), width=2)
-            draw.text((x, y + cell + 4), caption[:18], fill=(0, 0, 0), font=_font())
-    image.save(path)
+            axes = figure.add_axes((x / width, 1 - (y + cell) / height, cell / width,
+                                    cell / height))
+            axes.imshow(np.asarray(picture.convert("RGB").resize((cell, cell))),
+                        interpolation="nearest", aspect="auto")
+            axes.set_xticks([])
+            axes.set_yticks([])
+            for spine in axes.spines.values():
+                spine.set_edgecolor(_rgb(_OK if ok else _WRONG))
+                spine.set_linewidth(2)
+            figure.text(x / width, 1 - (y + cell + 4) / height, caption[:18],
+                        fontsize=_SMALL_SIZE, va="top", ha="left", parse_math=False)
+    _save(figure, path)
