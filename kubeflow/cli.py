@@ -8,69 +8,38 @@ resources, Beam runner; or `--kubeflow-config file.json`).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-from typing import Any
 
-from siamese_tfx.components.contract.config import from_dict
+from siamese_tfx.components.contract import options
 from siamese_tfx.kubeflow.config import KubeflowConfig
-from siamese_tfx.pipeline.commands import add_config_options, config_from_args
 from siamese_tfx.pipeline.config import PipelineConfig
 
-_KF = "kubeflow"
+_KF = "kubeflow"  # dest prefix of KubeflowConfig's options
+_PIPELINE = "pipeline"  # and of PipelineConfig's own fields (its sections use their names)
 DEFAULT_OUTPUT = "build/kubeflow/pipeline.yaml"
 
 
 def add_kubeflow_options(parser: argparse.ArgumentParser) -> None:
-    """One option per KubeflowConfig field, with its help text and default."""
-    group = parser.add_argument_group("kubeflow runner settings")
-    group.add_argument("--kubeflow-config", default=None,
-                       help="JSON file of KubeflowConfig settings; options override it.")
-    for f in dataclasses.fields(KubeflowConfig):
-        default = f.default
-        kwargs: dict[str, Any] = {"dest": f"{_KF}.{f.name}", "default": None}
-        help_text = f.metadata["help"]
-        if isinstance(default, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, tuple):
-            kwargs.update(action="append", metavar="ARG")
-            help_text += " Repeat for several."
-        else:
-            kwargs.update(type=type(default), metavar=f.name.upper())
-        if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
-        if default not in ("", ()):
-            help_text += f" (default: {default})"
-        group.add_argument("--" + f.name.replace("_", "-"), help=help_text, **kwargs)
+    """`--kubeflow-config FILE` and one option per KubeflowConfig field."""
+    options.add_config_options(parser, KubeflowConfig, _KF, "--kubeflow-config",
+                               "kubeflow runner settings")
 
 
 def kubeflow_config_from_args(args: argparse.Namespace) -> KubeflowConfig:
     """KubeflowConfig from --kubeflow-config (if given) with the options on top."""
-    values: dict[str, Any] = {}
-    if args.kubeflow_config:
-        with open(args.kubeflow_config) as f:
-            values = json.load(f)
-    for key, value in vars(args).items():
-        if value is not None and key.startswith(_KF + "."):
-            values[key.split(".", 1)[1]] = value
-    if "beam_extra_args" in values:
-        values["beam_extra_args"] = tuple(values["beam_extra_args"])
-    return from_dict(KubeflowConfig, values)
+    return options.config_from_args(args, KubeflowConfig, _KF)
 
 
-def pipeline_config_from_args(args: argparse.Namespace) -> PipelineConfig:
-    base = PipelineConfig()
-    if args.config:
-        with open(args.config) as f:
-            base = PipelineConfig.from_dict(json.load(f))
-    return config_from_args(args, base)
+def config_from_args(args: argparse.Namespace) -> PipelineConfig:
+    """PipelineConfig from --config (if given) with the options on top."""
+    return options.config_from_args(args, PipelineConfig, _PIPELINE)
 
 
 def _compile(args: argparse.Namespace) -> tuple[PipelineConfig, str]:
     from siamese_tfx.kubeflow import runner
 
-    config = pipeline_config_from_args(args)
+    config = config_from_args(args)
     kf = kubeflow_config_from_args(args)
     path = runner.compile_pipeline(config, kf, args.output)
     return config, path
@@ -101,7 +70,7 @@ def schedule_command(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.package:
-            config, path = pipeline_config_from_args(args), args.package
+            config, path = config_from_args(args), args.package
         else:
             config, path = _compile(args)
         request = schedule_lib.ScheduleRequest(
@@ -137,10 +106,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=DEFAULT_OUTPUT,
                         help="Where to write the compiled YAML PipelineSpec "
                         "(default: %(default)s).")
-    parser.add_argument("--config", default=None,
-                        help="JSON file of PipelineConfig settings; options override it.")
     add_kubeflow_options(parser)
-    add_config_options(parser)
+    options.add_config_options(parser, PipelineConfig, _PIPELINE, "--config")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,65 +1,30 @@
 """The pipeline's subcommands: `run` (any data) and `demo` (the embedded digits dataset, end to
-end). Their options are generated from `pipeline.config`, the one place settings are defined."""
+end). Their options are generated from `PipelineConfig` (`contract.options`), the one place
+settings are defined."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
-from typing import Any
 
+from siamese_tfx.components.contract import options
 from siamese_tfx.pipeline.config import PipelineConfig
 
-_SECTIONS = ("data", "image", "model", "train", "eval", "validation", "infra")
-_PATH_FIELDS = ("pipeline_root", "serving_dir")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _section_fields(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+_PREFIX = "pipeline"  # dest prefix of PipelineConfig's own fields; sections use their names
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per setting of PipelineConfig, with its help text and default."""
-    defaults = PipelineConfig()
-    groups = [("pipeline", PipelineConfig, defaults)] + [
-        (s, type(getattr(defaults, s)), getattr(defaults, s)) for s in _SECTIONS
-    ]
-    for title, cls, instance in groups:
-        group = parser.add_argument_group(f"{title} settings")
-        for f in _section_fields(cls):
-            default = getattr(instance, f.name)
-            kwargs: dict[str, Any] = {"dest": f"{title}.{f.name}", "default": None}
-            help_text = f.metadata["help"]
-            if isinstance(default, bool):
-                kwargs["action"] = argparse.BooleanOptionalAction
-            else:
-                kwargs["type"] = type(default)
-                kwargs["metavar"] = f.name.upper()
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
-            if default != "":
-                help_text += f" (default: {default})"
-            group.add_argument(_flag(f.name), help=help_text, **kwargs)
+    """`--config FILE` and one option per setting of PipelineConfig, with its help and default."""
+    options.add_config_options(parser, PipelineConfig, _PREFIX, "--config")
 
 
-def config_from_args(args: argparse.Namespace, base: PipelineConfig) -> PipelineConfig:
-    """`base` with every option given on the command line applied."""
-    values = base.to_dict()
-    for key, value in vars(args).items():
-        if value is None or "." not in key:
-            continue
-        section, name = key.split(".", 1)
-        if section == "pipeline":
-            values[name] = value
-        elif section in _SECTIONS:
-            values[section][name] = value
-    return PipelineConfig.from_dict(values)
+def config_from_args(args: argparse.Namespace, base: PipelineConfig | None = None
+                     ) -> PipelineConfig:
+    """`base` (default: the defaults), or the `--config` file instead when given, with every
+    option given applied."""
+    return options.config_from_args(args, PipelineConfig, _PREFIX, base)
 
 
 def _add_run_location_options(parser: argparse.ArgumentParser, default_output: str) -> None:
@@ -70,23 +35,18 @@ def _add_run_location_options(parser: argparse.ArgumentParser, default_output: s
     )
     parser.add_argument("--metadata-path", default=None,
                         help="ML Metadata SQLite file (default: <output-dir>/metadata.sqlite).")
-    parser.add_argument("--config", default=None,
-                        help="JSON file of PipelineConfig settings; options override it.")
     parser.add_argument("--summary-json", default=None,
                         help="Also write the run summary as JSON to this file.")
 
 
 def _resolve(args: argparse.Namespace, base: PipelineConfig) -> tuple[PipelineConfig, str]:
-    if args.config:
-        with open(args.config) as f:
-            base = PipelineConfig.from_dict(json.load(f))
-    output = os.path.abspath(args.output_dir)
-    base = dataclasses.replace(
-        base,
-        pipeline_root=base.pipeline_root or os.path.join(output, "pipeline"),
-        serving_dir=base.serving_dir or os.path.join(output, "serving"),
-    )
     config = config_from_args(args, base)
+    output = os.path.abspath(args.output_dir)
+    config = dataclasses.replace(
+        config,
+        pipeline_root=config.pipeline_root or os.path.join(output, "pipeline"),
+        serving_dir=config.serving_dir or os.path.join(output, "serving"),
+    )
     return config, args.metadata_path or os.path.join(output, "metadata.sqlite")
 
 

@@ -60,7 +60,8 @@ def query_pushed_model(config: PipelineConfig, pushed_path: str, count: int) -> 
     the server answered every query (how many pairs were judged right is reported: it is
     the model's quality, measured, not a failure of the job)."""
     from siamese_tfx.serving.client import SiameseClient
-    from siamese_tfx.serving.server import ServerConfig, start_server
+    from siamese_tfx.serving.config import ServerConfig
+    from siamese_tfx.serving.server import start_server
 
     pairs = held_out_pairs(config, count)
     root = config.data.image_root

@@ -1,24 +1,29 @@
 """The serving commands of `siamese-tfx`: serve, compare, embed, status.
 
 `pipeline/cli.py` calls `register(subparsers)`. TensorFlow and gRPC load inside the command
-functions only, so `siamese-tfx --help` stays fast. `python -m siamese_tfx.serving.cli` runs these commands
-alone.
+functions only, so `siamese-tfx --help` stays fast. `python -m siamese_tfx.serving.cli` runs
+these commands alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
+from siamese_tfx.components.contract import options
+from siamese_tfx.serving.config import ServerConfig
+
 if TYPE_CHECKING:
     from siamese_tfx.serving.client import SiameseClient
 
 DEFAULT_SERVER = "127.0.0.1:8500"
-DEFAULT_MODEL_NAME = "siamese"
+DEFAULT_MODEL_NAME = ServerConfig.model_name  # the name `serve` serves by default
+_SERVER = "server"  # dest prefix of ServerConfig's options
 
 
 def register(subparsers: Any) -> None:
@@ -29,50 +34,13 @@ def register(subparsers: Any) -> None:
         description="Serve <model-base>/<model-name>/<version>/ SavedModels over TF Serving's "
         "gRPC API, loading newly pushed versions without a restart. Stops on SIGTERM/SIGINT.",
     )
-    serve.add_argument(
-        "--model-base",
-        required=True,
-        help="Folder Pusher writes to (holds <model-name>/<version>/).",
-    )
-    serve.add_argument(
-        "--model-name", default=DEFAULT_MODEL_NAME, help="Served model name (its folder name)."
-    )
-    serve.add_argument(
-        "--host", default="127.0.0.1", help="Address to bind (default: loopback only)."
-    )
-    serve.add_argument("--port", type=int, default=8500, help="gRPC port; 0 picks a free one.")
-    serve.add_argument(
-        "--poll-interval", type=float, default=2.0, help="Seconds between checks for new versions."
-    )
-    serve.add_argument(
-        "--num-versions", type=int, default=1, help="How many of the newest versions stay loaded."
-    )
-    serve.add_argument(
-        "--max-workers", type=int, default=8, help="Threads running requests (bounded pool)."
-    )
-    serve.add_argument(
-        "--max-concurrent-rpcs",
-        type=int,
-        default=None,
-        help="Requests accepted at once before RESOURCE_EXHAUSTED (default: 4 x max-workers).",
-    )
-    serve.add_argument(
-        "--max-message-mb", type=int, default=64, help="Largest request or response, in MiB."
-    )
-    serve.add_argument(
-        "--no-warmup",
-        action="store_true",
-        help="Do not replay assets.extra/tf_serving_warmup_requests before serving a version.",
-    )
+    options.add_dataclass_options(serve, ServerConfig, _SERVER, "server settings")
     serve.add_argument("--tls-cert", default=None, help="PEM server certificate chain (TLS).")
     serve.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert.")
     serve.add_argument(
         "--tls-client-ca",
         default=None,
         help="PEM CA that must have signed client certificates (enables mutual TLS).",
-    )
-    serve.add_argument(
-        "--grace", type=float, default=5.0, help="Seconds requests in flight get on shutdown."
     )
     serve.add_argument(
         "--log-level",
@@ -177,7 +145,8 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from siamese_tfx.serving.server import ServerConfig, TlsConfig, serve_until_signalled
+    from siamese_tfx.serving.config import TlsConfig
+    from siamese_tfx.serving.server import serve_until_signalled
 
     if bool(args.tls_cert) != bool(args.tls_key):
         return _fail("--tls-cert and --tls-key go together", 2)
@@ -187,20 +156,8 @@ def run_serve(args: argparse.Namespace) -> int:
         TlsConfig(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     )
     try:
-        config = ServerConfig(
-            model_base=args.model_base,
-            model_name=args.model_name,
-            host=args.host,
-            port=args.port,
-            poll_interval_s=args.poll_interval,
-            num_versions=args.num_versions,
-            max_workers=args.max_workers,
-            max_concurrent_rpcs=args.max_concurrent_rpcs,
-            max_message_bytes=args.max_message_mb * 1024 * 1024,
-            warmup=not args.no_warmup,
-            tls=tls,
-            grace_s=args.grace,
-        )
+        config = dataclasses.replace(
+            options.config_from_args(args, ServerConfig, _SERVER), tls=tls)
     except ValueError as e:
         return _fail(str(e), 2)
 

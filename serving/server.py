@@ -17,7 +17,6 @@ import logging
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 import grpc
@@ -27,6 +26,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      prediction_service_pb2_grpc)
 
 from siamese_tfx.components.contract import signatures
+from siamese_tfx.serving.config import ServerConfig, TlsConfig
 from siamese_tfx.serving.model_manager import ModelManager, ServingStatusError
 
 logger = logging.getLogger(__name__)
@@ -34,65 +34,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """Server TLS: its certificate and key, and optionally a CA whose clients it requires.
-
-    Attributes:
-        cert_chain_file: PEM certificate chain of the server.
-        private_key_file: PEM private key of that certificate.
-        client_ca_file: PEM CA; when set, clients must present a certificate it signed (mTLS).
-    """
-
-    cert_chain_file: str
-    private_key_file: str
-    client_ca_file: str | None = None
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Everything the local model server needs.
-
-    Attributes:
-        model_base: Folder holding `<model_name>/<version>/` SavedModels (Pusher's output).
-        model_name: Name of the served model (also its folder under `model_base`).
-        host: Address to bind; keep 127.0.0.1 unless the server must be reachable from outside.
-        port: Port to bind; 0 picks a free one (see `ServingServer.port`).
-        poll_interval_s: How often the model folder is checked for new versions.
-        num_versions: How many of the newest versions stay loaded (TF Serving's `latest` policy).
-        max_workers: Threads running requests; at most this many run at once.
-        max_concurrent_rpcs: Requests accepted at once (running or queued); more are refused
-            with RESOURCE_EXHAUSTED. None: 4 x max_workers.
-        max_message_bytes: Largest request or response message.
-        warmup: Replay a version's `assets.extra/tf_serving_warmup_requests` before serving it.
-        tls: Serve over TLS (None: plaintext).
-        grace_s: On stop, how long requests in flight may take to finish.
-    """
-
-    model_base: str
-    model_name: str = "siamese"
-    host: str = "127.0.0.1"
-    port: int = 8500
-    poll_interval_s: float = 2.0
-    num_versions: int = 1
-    max_workers: int = 8
-    max_concurrent_rpcs: int | None = None
-    max_message_bytes: int = 64 * 1024 * 1024
-    warmup: bool = True
-    tls: TlsConfig | None = None
-    grace_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.poll_interval_s <= 0:
-            raise ValueError("poll_interval_s must be > 0")
-        if self.max_workers < 1:
-            raise ValueError("max_workers must be >= 1")
-        if self.max_message_bytes < 1024:
-            raise ValueError("max_message_bytes must be >= 1024")
-        if not 0 <= self.port <= 65535:
-            raise ValueError("port must be in [0, 65535]")
 
 
 def _answer(context: grpc.ServicerContext, handler: Callable[[], T]) -> T:

@@ -350,6 +350,8 @@ def from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
         hint = hints[name]
         if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
             value = from_dict(hint, value)
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)  # JSON and repeated options give lists
         kwargs[name] = value
     return cls(**kwargs)
 

@@ -39,7 +39,7 @@ class TrainingCurves(keras.callbacks.Callback):
             tf.summary.scalar(name, value, step=step)
 
     def _evaluate(self) -> dict[str, float]:
-        losses, correct = [], []
+        losses = []
         self.metric.reset_state()
         for batch_features, labels in self.eval_batches:
             predictions = self.model(batch_features, training=False)

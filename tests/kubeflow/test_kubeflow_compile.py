@@ -26,7 +26,7 @@ def tfx_pipeline():
     from siamese_tfx.pipeline.cli import build_parser
 
     args = build_parser().parse_args(["kubeflow", "compile"] + COMPILE_ARGS)
-    return runner.build_pipeline(cli.pipeline_config_from_args(args),
+    return runner.build_pipeline(cli.config_from_args(args),
                                  cli.kubeflow_config_from_args(args))
 
 

@@ -94,7 +94,8 @@ def target(models: Models) -> Iterator[Target]:
     if address:
         yield Target(address, models.model_name, None)
         return
-    from siamese_tfx.serving.server import ServerConfig, start_server
+    from siamese_tfx.serving.config import ServerConfig
+    from siamese_tfx.serving.server import start_server
 
     handle = start_server(
         ServerConfig(

@@ -155,7 +155,8 @@ def test_client_compare_and_embed_agree(client, images):
 
 def test_message_size_limit_is_enforced(models, images):
     needs_local_server()
-    from siamese_tfx.serving.server import ServerConfig, start_server
+    from siamese_tfx.serving.config import ServerConfig
+    from siamese_tfx.serving.server import start_server
 
     config = ServerConfig(
         model_base=models.model_base, model_name=models.model_name, port=0, max_message_bytes=64_000
@@ -199,7 +200,8 @@ def certificates(tmp_path_factory):
 
 
 def test_mutual_tls(models, images, certificates):
-    from siamese_tfx.serving.server import ServerConfig, TlsConfig, start_server
+    from siamese_tfx.serving.config import ServerConfig, TlsConfig
+    from siamese_tfx.serving.server import start_server
 
     tls = TlsConfig(certificates("server.pem"), certificates("server.key"), certificates("ca.pem"))
     config = ServerConfig(

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from siamese_tfx.serving.client import ServingError, SiameseClient
+from siamese_tfx.serving.config import ServerConfig
 from siamese_tfx.serving.requests import bytes_tensor_proto
-from siamese_tfx.serving.server import ServerConfig, start_server
+from siamese_tfx.serving.server import start_server
 from siamese_tfx.serving.warmup import read_warmup_requests, write_warmup_requests
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,8 @@ import grpc
 import pytest
 from serving_fixtures import needs_local_server
 
-from siamese_tfx.serving.server import ServerConfig, _answer, start_server
+from siamese_tfx.serving.config import ServerConfig
+from siamese_tfx.serving.server import _answer, start_server
 
 
 class _Aborted(Exception):

@@ -58,3 +58,40 @@ def test_unknown_and_invalid_settings_are_refused():
         DataConfig(eval_class_fraction=1.0)
     with pytest.raises(SystemExit):
         _parser().parse_args(["--backbone", "no_such_backbone"])
+
+
+def test_config_file_is_the_base_and_options_override_it(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"model_name": "faces", "model": {"margin": 2.0}}))
+    args = _parser().parse_args(["--config", str(path), "--margin", "0.25"])
+    config = commands.config_from_args(args, PipelineConfig(pipeline_name="ignored"))
+    assert config.model_name == "faces" and config.model.margin == 0.25
+    assert config.pipeline_name == PipelineConfig().pipeline_name  # the file replaced the base
+    path.write_text(json.dumps({"model": {"marign": 2.0}}))
+    with pytest.raises(ValueError, match=f"{path}.*unknown setting.*'marign'"):
+        commands.config_from_args(_parser().parse_args(["--config", str(path)]))
+
+
+def test_one_generator_serves_the_server_and_kubeflow_settings():
+    from siamese_tfx.components.contract import options
+    from siamese_tfx.kubeflow.config import KubeflowConfig
+    from siamese_tfx.serving.config import ServerConfig
+
+    parser = argparse.ArgumentParser()
+    options.add_dataclass_options(parser, ServerConfig, "server")
+    options.add_dataclass_options(parser, KubeflowConfig, "kubeflow")
+    helps = {a.dest for a in parser._actions if a.help}
+    for cls, prefix in ((ServerConfig, "server"), (KubeflowConfig, "kubeflow")):
+        for f in dataclasses.fields(cls):
+            assert (f"{prefix}.{f.name}" in helps) == ("help" in f.metadata), f.name
+    args = parser.parse_args([
+        "--model-base", "/m", "--max-message-mb", "3", "--poll-interval", "0.5",
+        "--no-warmup", "--max-concurrent-rpcs", "7", "--beam-runner", "FlinkRunner",
+        "--flink-master", "f:8081", "--beam-extra-args=--a=1", "--beam-extra-args=--b=2"])
+    server = options.config_from_args(args, ServerConfig, "server")
+    assert (server.model_base, server.max_message_bytes, server.poll_interval_s) == (
+        "/m", 3 * 1024 * 1024, 0.5)
+    assert server.warmup is False and server.max_concurrent_rpcs == 7
+    assert server.model_name == ServerConfig.model_name  # not given: the default
+    kf = options.config_from_args(args, KubeflowConfig, "kubeflow")
+    assert kf.flink_master == "f:8081" and kf.beam_extra_args == ("--a=1", "--b=2")
