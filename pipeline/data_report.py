@@ -13,19 +13,16 @@ the gate keep their reports next to their output folders when they stop the run.
 from __future__ import annotations
 
 import argparse
-import csv
 import html
-import json
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ml_metadata import metadata_store
-from ml_metadata.proto import metadata_store_pb2
+from siamese_tfx.pipeline import run_metadata
 
-_STATES = metadata_store_pb2.Execution.State
+
 METADATA_FILE = "metadata.sqlite"
 REPORT_FILE = "data-report.html"
 
@@ -58,30 +55,6 @@ def find_metadata(path: str) -> str:
         "folder (siamese-tfx run --output-dir) or its pipeline root")
 
 
-def _run_context(store: metadata_store.MetadataStore, run_id: Optional[str]):
-    if run_id:
-        ctx = store.get_context_by_type_and_name("pipeline_run", run_id)
-        if ctx is None:
-            raise LookupError(f"no run {run_id!r} in ML Metadata")
-        return ctx
-    runs = store.get_contexts_by_type("pipeline_run")
-    if not runs:
-        raise LookupError("ML Metadata holds no pipeline run")
-    return max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
-
-
-def _node_name(store: metadata_store.MetadataStore, execution) -> str:
-    node = [c.name for c in store.get_contexts_by_execution(execution.id) if c.type == "node"]
-    return node[0].split(".", 1)[-1] if node else execution.name
-
-
-def _outputs(store: metadata_store.MetadataStore, execution_id: int):
-    events = store.get_events_by_execution_ids([execution_id])
-    ids = [e.artifact_id for e in events if e.type in (metadata_store_pb2.Event.OUTPUT,
-                                                        metadata_store_pb2.Event.DECLARED_OUTPUT)]
-    return store.get_artifacts_by_id(ids) if ids else []
-
-
 def collect(metadata_path: str, search_roots: tuple[str, ...] = (),
             run_id: Optional[str] = None) -> RunData:
     """Reads run `run_id` (default: the latest) from ML Metadata and the artifacts it names.
@@ -95,63 +68,34 @@ def collect(metadata_path: str, search_roots: tuple[str, ...] = (),
     from siamese_tfx.components.validation_gate import executor as gate_lib
     from siamese_tfx.pipeline import pipeline as pipeline_lib
 
-    store = metadata_store.MetadataStore(
-        metadata_store_pb2.ConnectionConfig(
-            sqlite=metadata_store_pb2.SqliteMetadataSourceConfig(
-                filename_uri=metadata_path,
-                connection_mode=metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)))
-    ctx = _run_context(store, run_id)
-    data = RunData(run_id=ctx.name)
-    executions = {_node_name(store, e): e for e in store.get_executions_by_context(ctx.id)}
-    roots = list(search_roots)
-    for execution in executions.values():
-        for a in _outputs(store, execution.id):
-            roots.append(os.path.dirname(os.path.dirname(os.path.dirname(a.uri))))
-    data.states = {name: _STATES.Name(e.last_known_state) for name, e in executions.items()}
+    run = run_metadata.read_run(run_metadata.sqlite_connection(metadata_path, read_only=True),
+                                run_id=run_id)
+    data = RunData(run_id=run.run_id)
+    roots = list(search_roots) + run.pipeline_roots()
+    data.states = {name: node.state for name, node in run.nodes.items()}
 
-    def stopped(node: str, key: str, execution_id: int, stopped_dir) -> Optional[str]:
-        for root in roots:
-            folder = stopped_dir(os.path.join(root, node, key, str(execution_id)))
-            if os.path.isdir(folder):
-                return folder
-        return None
-
-    example_gen = executions.get(pipeline_lib.EXAMPLE_GEN)
+    example_gen = run.nodes.get(pipeline_lib.EXAMPLE_GEN)
     if example_gen is not None:
-        folder = None
-        for a in _outputs(store, example_gen.id):
-            if a.type == "siamese_tfx.QuarantineReport":
-                folder = a.uri
-        folder = folder or stopped(pipeline_lib.EXAMPLE_GEN, example_gen_lib.QUARANTINE_KEY,
-                                   example_gen.id, example_gen_lib.stopped_report_dir)
-        if folder and os.path.exists(os.path.join(folder, example_gen_lib.REPORT_CSV)):
-            with open(os.path.join(folder, example_gen_lib.REPORT_CSV), newline="") as f:
-                data.quarantine = list(csv.DictReader(f))
-            with open(os.path.join(folder, example_gen_lib.SUMMARY_JSON)) as f:
-                data.quarantine_summary = json.load(f)
-            data.quarantine_source = folder
+        report = example_gen_lib.read_quarantine(example_gen.outputs, roots,
+                                                 pipeline_lib.EXAMPLE_GEN, example_gen.execution.id)
+        if report is not None:
+            data.quarantine, data.quarantine_summary = report.rows, report.summary
+            data.quarantine_source = report.folder
 
-    statistics_gen = executions.get(pipeline_lib.STATISTICS_GEN)
+    statistics_gen = run.nodes.get(pipeline_lib.STATISTICS_GEN)
     if statistics_gen is not None:
-        for a in _outputs(store, statistics_gen.id):
+        for a in statistics_gen.outputs:
             stats = ExampleStatistics()
             stats.set_mlmd_artifact(a)
             for split, proto in gate_lib.read_statistics(stats).items():
                 data.statistics[split] = proto.datasets[0]
             data.statistics_source = a.uri
 
-    gate = executions.get(pipeline_lib.VALIDATION_GATE)
+    gate = run.nodes.get(pipeline_lib.VALIDATION_GATE)
     if gate is not None:
-        folder = None
-        for a in _outputs(store, gate.id):
-            folder = a.uri
-        folder = folder or stopped(pipeline_lib.VALIDATION_GATE, gate_lib.RESULT_KEY, gate.id,
-                                   gate_lib.stopped_result_dir)
-        path = os.path.join(folder, gate_lib.RESULT_JSON) if folder else ""
-        if path and os.path.exists(path):
-            with open(path) as f:
-                data.verdict = gate_lib.Verdict.from_json(f.read())
-            data.verdict_source = path
+        outcome = gate_lib.read_outcome(gate.outputs, roots, pipeline_lib.VALIDATION_GATE,
+                                        gate.execution.id)
+        data.verdict, data.verdict_source = outcome.verdict, outcome.verdict_path
     return data
 
 

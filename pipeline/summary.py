@@ -9,12 +9,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from siamese_tfx.pipeline import pipeline as pipeline_lib
-
-_STATES = metadata_store_pb2.Execution.State
+from siamese_tfx.pipeline import run_metadata
 
 
 @dataclass
@@ -84,56 +82,40 @@ class RunSummary:
         return json.dumps(data, indent=1)
 
 
-def _latest_run_context(store: metadata_store.MetadataStore, pipeline_name: str):
-    runs = store.get_contexts_by_type("pipeline_run")
-    pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
-    if pipeline_ctx is None or not runs:
-        raise LookupError(f"no run of pipeline {pipeline_name!r} in ML Metadata")
-    in_pipeline = {c.id for c in store.get_children_contexts_by_context(pipeline_ctx.id)}
-    candidates = [r for r in runs if r.id in in_pipeline] or runs
-    return max(candidates, key=lambda c: (c.create_time_since_epoch, c.id))
-
-
 def summarize(
     connection_config: metadata_store_pb2.ConnectionConfig,
     pipeline_name: str,
     run_id: Optional[str] = None,
 ) -> RunSummary:
     """Summarises run `run_id` (default: the latest) of `pipeline_name`."""
-    store = metadata_store.MetadataStore(connection_config)
-    ctx = (store.get_context_by_type_and_name("pipeline_run", run_id) if run_id
-           else _latest_run_context(store, pipeline_name))
-    if ctx is None:
-        raise LookupError(f"no run {run_id!r} in ML Metadata")
-    summary = RunSummary(run_id=ctx.name)
-    by_component: dict[str, metadata_store_pb2.Execution] = {}
-    for execution in store.get_executions_by_context(ctx.id):
-        node = [c.name for c in store.get_contexts_by_execution(execution.id)
-                if c.type == "node"]
-        name = node[0].split(".", 1)[-1] if node else execution.name
-        by_component[name] = execution
+    from siamese_tfx.components.infra_validator import executor as infra_lib
+    from siamese_tfx.components.pair_example_gen import executor as example_gen_lib
+    from siamese_tfx.components.validation_gate import executor as gate_lib
+
+    run = run_metadata.read_run(connection_config, pipeline_name, run_id)
+    summary = RunSummary(run_id=run.run_id)
     order = {n: i for i, n in enumerate(pipeline_lib.COMPONENT_ORDER)}
-    for name, execution in sorted(by_component.items(), key=lambda kv: order.get(kv[0], 99)):
-        seconds = (execution.last_update_time_since_epoch
-                   - execution.create_time_since_epoch) / 1000.0
-        state = _STATES.Name(execution.last_known_state)
-        summary.components.append(ComponentRun(name, state, seconds))
-        outputs = _outputs(store, execution.id)
-        summary.artifacts[name] = [a.uri for a in outputs]
-        if name == pipeline_lib.EXAMPLE_GEN:
-            for a in outputs:
-                if "quarantined" in a.custom_properties:
-                    summary.quarantined = a.custom_properties["quarantined"].int_value
-        elif name == pipeline_lib.VALIDATION_GATE:
-            _read_gate(summary, outputs, execution)
-        elif name == pipeline_lib.EVALUATOR:
-            _read_evaluation(summary, outputs)
-        elif name == pipeline_lib.INFRA_VALIDATOR:
-            _read_infra_validation(summary, outputs)
-        elif name == pipeline_lib.PUSHER:
-            for a in outputs:
-                if a.custom_properties.get("pushed") and a.custom_properties["pushed"].int_value:
-                    summary.pushed_path = a.custom_properties["pushed_destination"].string_value
+    for name, node in sorted(run.nodes.items(), key=lambda kv: order.get(kv[0], 99)):
+        summary.components.append(ComponentRun(name, node.state, node.seconds))
+        summary.artifacts[name] = [a.uri for a in node.outputs]
+    nodes = run.nodes
+    if pipeline_lib.EXAMPLE_GEN in nodes:
+        summary.quarantined = example_gen_lib.quarantined_count(
+            nodes[pipeline_lib.EXAMPLE_GEN].outputs)
+    gate = nodes.get(pipeline_lib.VALIDATION_GATE)
+    if gate is not None:
+        outcome = gate_lib.read_outcome(gate.outputs, run.pipeline_roots(),
+                                        pipeline_lib.VALIDATION_GATE, gate.execution.id)
+        summary.anomalies, summary.anomalies_overridden = outcome.lines, outcome.overridden
+    if pipeline_lib.EVALUATOR in nodes:
+        _read_evaluation(summary, nodes[pipeline_lib.EVALUATOR].outputs)
+    infra = (infra_lib.read_outcome(nodes[pipeline_lib.INFRA_VALIDATOR].outputs)
+             if pipeline_lib.INFRA_VALIDATOR in nodes else None)
+    if infra is not None:
+        summary.infra_blessed, summary.infra_reason = infra.blessed, infra.reason
+        summary.infra_checks = infra.checks
+    if pipeline_lib.PUSHER in nodes:
+        summary.pushed_path = _pushed_path(nodes[pipeline_lib.PUSHER].outputs)
     if summary.pushed_path is None and summary.infra_blessed is False:
         summary.not_pushed_reason = "; ".join(
             r for r in (summary.not_pushed_reason,
@@ -142,56 +124,17 @@ def summarize(
         failed = [c.component for c in summary.components if c.state == "FAILED"]
         if failed:
             summary.not_pushed_reason = f"{', '.join(failed)} failed"
-        elif pipeline_lib.PUSHER not in by_component:
+        elif pipeline_lib.PUSHER not in nodes:
             summary.not_pushed_reason = "the run stopped before Pusher"
     return summary
 
 
-def _outputs(store: metadata_store.MetadataStore, execution_id: int):
-    events = store.get_events_by_execution_ids([execution_id])
-    # A resolver records what it resolved as internal outputs.
-    ids = [e.artifact_id for e in events if e.type in (metadata_store_pb2.Event.OUTPUT,
-                                                        metadata_store_pb2.Event.DECLARED_OUTPUT,
-                                                        metadata_store_pb2.Event.INTERNAL_OUTPUT)]
-    return store.get_artifacts_by_id(ids) if ids else []
-
-
-def _read_gate(summary: RunSummary, outputs, execution) -> None:
+def _pushed_path(outputs) -> Optional[str]:
+    """Where Pusher pushed the model (its PushedModel's custom properties), if it did."""
     for a in outputs:
-        if "anomalies" in a.custom_properties:
-            lines = a.custom_properties["anomaly_lines"].string_value
-            summary.anomalies = [line for line in lines.splitlines() if line]
-            summary.anomalies_overridden = bool(a.custom_properties["overridden"].int_value)
-    if execution.last_known_state == _STATES.FAILED:
-        # A stopped gate publishes nothing; it keeps its verdict next to its output folder.
-        from siamese_tfx.components.validation_gate import executor as gate_lib
-
-        for uris in summary.artifacts.values():
-            for uri in uris:
-                root = os.path.dirname(os.path.dirname(os.path.dirname(uri)))
-                path = os.path.join(
-                    gate_lib.stopped_result_dir(os.path.join(
-                        root, pipeline_lib.VALIDATION_GATE, gate_lib.RESULT_KEY,
-                        str(execution.id))),
-                    gate_lib.RESULT_JSON)
-                if os.path.exists(path):
-                    with open(path) as f:
-                        summary.anomalies = gate_lib.Verdict.from_json(f.read()).lines()
-                    return
-
-
-def _read_infra_validation(summary: RunSummary, outputs) -> None:
-    from siamese_tfx.components.infra_validator import executor as infra_lib
-
-    for a in outputs:
-        if infra_lib.BLESSED_PROPERTY in a.custom_properties:
-            summary.infra_blessed = bool(
-                a.custom_properties[infra_lib.BLESSED_PROPERTY].int_value)
-            summary.infra_reason = a.custom_properties[infra_lib.REASON_PROPERTY].string_value
-            report = os.path.join(a.uri, infra_lib.REPORT_JSON)
-            if os.path.exists(report):
-                with open(report) as f:
-                    summary.infra_checks = len(json.load(f).get("checks", []))
+        if a.custom_properties.get("pushed") and a.custom_properties["pushed"].int_value:
+            return a.custom_properties["pushed_destination"].string_value
+    return None
 
 
 def _read_evaluation(summary: RunSummary, outputs) -> None:

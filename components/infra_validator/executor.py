@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
 
 from absl import logging
 from tensorflow_serving.apis import predict_pb2
@@ -113,3 +114,28 @@ class Executor(base_executor.BaseExecutor):
         blessing.set_int_custom_property(BLESSED_PROPERTY, int(report.blessed))
         blessing.set_string_custom_property(REASON_PROPERTY, report.reason)
         logging.info(report.format())
+
+
+@dataclass
+class InfraOutcome:
+    """An InfraBlessing read back: the verdict, its reason, and how many requests were checked
+    (None when the report is missing)."""
+
+    blessed: bool
+    reason: str
+    checks: Optional[int]
+
+
+def read_outcome(outputs: Iterable[Any]) -> Optional[InfraOutcome]:
+    """The InfraBlessing among an InfraValidator execution's outputs (ML Metadata artifacts)."""
+    for a in outputs:
+        if BLESSED_PROPERTY in a.custom_properties:
+            report = os.path.join(a.uri, REPORT_JSON)
+            checks = None
+            if fileio.exists(report):
+                with fileio.open(report) as f:
+                    checks = len(json.loads(f.read()).get("checks", []))
+            return InfraOutcome(bool(a.custom_properties[BLESSED_PROPERTY].int_value),
+                                a.custom_properties[REASON_PROPERTY].string_value, checks)
+    return None
+

@@ -16,7 +16,8 @@ import dataclasses
 import io
 import json
 import os
-from typing import Any, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Optional
 
 import apache_beam as beam
 import tensorflow as tf
@@ -27,6 +28,7 @@ from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
+from siamese_tfx.components import stopped_outputs
 from siamese_tfx.components.contract import features
 from siamese_tfx.components.contract.config import DataConfig, from_dict
 from siamese_tfx.components.pair_example_gen import inputs as inputs_lib
@@ -38,6 +40,7 @@ QUARANTINE_KEY = "quarantine"
 DATA_CONFIG_KEY = "data_config"
 INPUT_BASE_KEY = "input_base"
 
+QUARANTINED_PROPERTY = "quarantined"  # the report artifact's count of quarantined inputs
 REPORT_CSV = "quarantine.csv"
 REPORT_JSON = "quarantine.json"
 SUMMARY_JSON = "summary.json"
@@ -290,22 +293,16 @@ def _write_report(
     with fileio.open(os.path.join(report.uri, SUMMARY_JSON), "w") as f:
         f.write(json.dumps(summary, indent=1))
     fileio.rmtree(tmp)
-    report.set_int_custom_property("quarantined", len(rejections))
+    report.set_int_custom_property(QUARANTINED_PROPERTY, len(rejections))
     report.set_int_custom_property("inputs", input_count)
     return summary
-
-
-def stopped_report_dir(report_uri: str) -> str:
-    """Where the report of a run the limit stopped is kept: TFX deletes a failed component's
-    output folders, so the report is copied next to them first."""
-    return os.path.join(os.path.dirname(report_uri), "stopped-" + os.path.basename(report_uri))
 
 
 def _enforce_limit(summary: dict[str, Any], limit: int, report_uri: str) -> None:
     count = summary["quarantined"]
     if count <= limit:
         return
-    kept = stopped_report_dir(report_uri)
+    kept = stopped_outputs.stopped_dir(report_uri)
     fileio.makedirs(kept)
     for name in (REPORT_CSV, REPORT_JSON, SUMMARY_JSON):
         fileio.copy(os.path.join(report_uri, name), os.path.join(kept, name), overwrite=True)
@@ -319,3 +316,45 @@ def _enforce_limit(summary: dict[str, Any], limit: int, report_uri: str) -> None
         f"(a copy of {os.path.join(report_uri, REPORT_CSV)}, which TFX removes with the failed "
         "component's outputs)"
     )
+
+
+# --- Reading the report back (the run summary and the data report use these) ---------------
+
+
+@dataclass
+class QuarantineRecord:
+    """A run's quarantine report: one row per quarantined input (item, source, row, reason),
+    and the summary counts."""
+
+    folder: str
+    rows: list[dict[str, str]]
+    summary: dict[str, Any]
+
+
+def quarantined_count(outputs: Iterable[Any]) -> Optional[int]:
+    """The count of quarantined inputs recorded on the report among `outputs` (ML Metadata
+    artifacts of a PairExampleGen execution); None when there is none."""
+    for a in outputs:
+        if QUARANTINED_PROPERTY in a.custom_properties:
+            return a.custom_properties[QUARANTINED_PROPERTY].int_value
+    return None
+
+
+def read_quarantine(outputs: Iterable[Any], pipeline_roots: Iterable[str], component_id: str,
+                    execution_id: int) -> Optional[QuarantineRecord]:
+    """The report of PairExampleGen execution `execution_id`: its QuarantineReport output, or,
+    for a run it stopped (TFX then drops its outputs), the copy it kept under a pipeline root."""
+    from siamese_tfx.components.pair_example_gen.component import QuarantineReport
+
+    folders = [a.uri for a in outputs if a.type == QuarantineReport.TYPE_NAME]
+    folders.append(stopped_outputs.find_stopped(pipeline_roots, component_id, QUARANTINE_KEY,
+                                                execution_id))
+    folder = next((f for f in folders if f and fileio.exists(os.path.join(f, REPORT_CSV))), None)
+    if folder is None:
+        return None
+    with fileio.open(os.path.join(folder, REPORT_CSV)) as f:
+        rows = list(csv.DictReader(io.StringIO(f.read())))
+    with fileio.open(os.path.join(folder, SUMMARY_JSON)) as f:
+        summary = json.loads(f.read())
+    return QuarantineRecord(folder, rows, summary)
+

@@ -17,7 +17,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import pandas as pd
 import tensorflow as tf
@@ -30,6 +30,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
+from siamese_tfx.components import stopped_outputs
 from siamese_tfx.components.contract import features
 from siamese_tfx.components.contract.config import ValidationConfig, from_dict
 
@@ -41,6 +42,11 @@ RESULT_KEY = "result"
 VALIDATION_CONFIG_KEY = "validation_config"
 
 RESULT_JSON = "validation.json"
+# Custom properties of the result artifact: how many anomalies, whether the run overrode them,
+# and the verdict's lines.
+ANOMALIES_PROPERTY = "anomalies"
+OVERRIDDEN_PROPERTY = "overridden"
+LINES_PROPERTY = "anomaly_lines"
 DRIFT_STATISTICS = "drift_statistics"
 ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's per-split output.
 STATS_FILE = "FeatureStats.pb"
@@ -310,11 +316,6 @@ def evaluate(
     return verdict
 
 
-def stopped_result_dir(result_uri: str) -> str:
-    """Where the verdict of a stopped run is kept: TFX deletes a failed component's outputs."""
-    return os.path.join(os.path.dirname(result_uri), "stopped-" + os.path.basename(result_uri))
-
-
 def failure_message(verdict: Verdict, result_path: str) -> str:
     lines = "\n".join(f"  - {line}" for line in verdict.lines())
     return (
@@ -347,14 +348,53 @@ class Executor(base_executor.BaseExecutor):
             config,
         )
         result = artifact_utils.get_single_instance(output_dict[RESULT_KEY])
-        result.set_int_custom_property("anomalies", len(verdict.anomalies))
-        result.set_int_custom_property("overridden", int(verdict.overridden and
-                                                         bool(verdict.anomalies)))
-        result.set_string_custom_property("anomaly_lines", "\n".join(verdict.lines()))
-        target = stopped_result_dir(result.uri) if verdict.blocked else result.uri
+        result.set_int_custom_property(ANOMALIES_PROPERTY, len(verdict.anomalies))
+        result.set_int_custom_property(OVERRIDDEN_PROPERTY, int(verdict.overridden and
+                                                                bool(verdict.anomalies)))
+        result.set_string_custom_property(LINES_PROPERTY, "\n".join(verdict.lines()))
+        target = stopped_outputs.stopped_dir(result.uri) if verdict.blocked else result.uri
         fileio.makedirs(target)
         write_drift_statistics(current_drift, target)
         with fileio.open(os.path.join(target, RESULT_JSON), "w") as f:
             f.write(verdict.to_json())
         if verdict.blocked:
             raise DataAnomaliesFound(failure_message(verdict, os.path.join(target, RESULT_JSON)))
+
+
+# --- Reading the verdict back (the run summary and the data report use these) ---------------
+
+
+@dataclass
+class GateOutcome:
+    """What the gate decided about a run: its anomaly lines, whether the run overrode them, and
+    the full verdict with its file when it could be read."""
+
+    lines: list[str] = field(default_factory=list)
+    overridden: bool = False
+    verdict: Optional[Verdict] = None
+    verdict_path: str = ""
+
+
+def read_outcome(outputs: Iterable[Any], pipeline_roots: Iterable[str], component_id: str,
+                 execution_id: int) -> GateOutcome:
+    """The gate's outcome from its execution's output artifacts (ML Metadata), or, for a run it
+    stopped (TFX then drops its outputs), from the verdict it kept under a pipeline root."""
+    outcome = GateOutcome()
+    folders = []
+    for a in outputs:
+        folders.append(a.uri)
+        if ANOMALIES_PROPERTY in a.custom_properties:
+            lines = a.custom_properties[LINES_PROPERTY].string_value
+            outcome.lines = [line for line in lines.splitlines() if line]
+            outcome.overridden = bool(a.custom_properties[OVERRIDDEN_PROPERTY].int_value)
+    folders.append(stopped_outputs.find_stopped(pipeline_roots, component_id, RESULT_KEY,
+                                                execution_id))
+    path = next((os.path.join(f, RESULT_JSON) for f in folders
+                 if f and fileio.exists(os.path.join(f, RESULT_JSON))), "")
+    if path:
+        with fileio.open(path) as f:
+            outcome.verdict = Verdict.from_json(f.read())
+        outcome.verdict_path = path
+        outcome.lines = outcome.lines or outcome.verdict.lines()
+    return outcome
+
