@@ -1,7 +1,8 @@
 """PairExampleGen's executor: image pairs to tf.Examples on Beam, bad inputs to a quarantine
 report.
 
-Beam graph (both input modes):
+Two input kinds feed one writer (`write_pairs`): `manifest_pairs` (the rows of a pairs
+manifest) and `class_folder_pairs` (balanced pairs sampled from class folders). Beam graph:
 
   image paths ─ReadImage─► CanonicalImage (PNG bytes, or the reason it is unreadable)
   pairs (sampled from the readable images per split, or read from a manifest)
@@ -133,6 +134,101 @@ def _sides_by_pair(item: tuple[str, dict[str, list[Any]]]) -> Iterator[Any]:
         yield pair_id, (side, image)
 
 
+@dataclass
+class PairSources:
+    """What one input kind (a manifest, or class folders) feeds the writer: the images read
+    (CanonicalImage per path), the pairs keyed ((split, index, row), Pair), the rejections found
+    on the way, and how many inputs (rows or files) there were."""
+
+    images: beam.PCollection
+    pairs: beam.PCollection
+    pair_rejections: beam.PCollection
+    early_rejections: list[inputs_lib.Rejection]
+    input_count: int
+    per_row: bool  # manifest rows are the unit counted (an image is reported through its rows)
+
+
+def manifest_pairs(p: beam.Pipeline, data: DataConfig, root: str) -> PairSources:
+    """The pairs of the manifest `data.manifest` (under `root`), split by class."""
+    manifest = os.path.join(root, data.manifest)
+    rows, rejected = inputs_lib.read_manifest(manifest, root)
+    by_split, rejected_split = inputs_lib.assign_manifest_splits(
+        rows, data.eval_class_fraction, data.seed, manifest)
+    row_of = {(r.pair.left, r.pair.right): r.row for r in rows}
+    keyed = [((split, i, row_of[(pr.left, pr.right)]), pr)
+             for split, split_pairs in by_split.items() for i, pr in enumerate(split_pairs)]
+    paths = sorted({x for _, pr in keyed for x in (pr.left, pr.right)})
+    images = (p | "ImagePaths" >> beam.Create(paths)
+              | "ReadImage" >> beam.Map(_read_image, root, data.max_image_pixels))
+    return PairSources(images, p | "ManifestPairs" >> beam.Create(keyed),
+                       p | "NoSamplingRejections" >> beam.Create([]),
+                       rejected + rejected_split, len(rows) + len(rejected), per_row=True)
+
+
+def class_folder_pairs(p: beam.Pipeline, data: DataConfig, root: str) -> PairSources:
+    """Balanced pairs sampled per split from the readable images of `root`'s class folders."""
+    classes, early_rejections = inputs_lib.list_class_folders(root, data.class_depth)
+    train, evaluation = sampling.split_classes(list(classes), data.eval_class_fraction, data.seed)
+    split_of = {c: sampling.TRAIN for c in train} | {c: sampling.EVAL for c in evaluation}
+    class_of = {path: c for c, ps in classes.items() for path in ps}
+    images = (p | "ImagePaths" >> beam.Create(sorted(class_of))
+              | "ReadImage" >> beam.Map(_read_image, root, data.max_image_pixels))
+    readable = images | "Readable" >> beam.FlatMap(lambda im: [im.path] if not im.error else [])
+    sampled = (
+        p | "Splits" >> beam.Create(list(sampling.SPLITS))
+        | "SamplePairs" >> beam.ParDo(
+            _SamplePairs(class_of, split_of, data), beam.pvalue.AsList(readable)
+        ).with_outputs("rejected", main="pairs")
+    )
+    return PairSources(images, sampled.pairs, sampled.rejected, early_rejections,
+                       len(class_of) + len(early_rejections), per_row=False)
+
+
+def write_pairs(p: beam.Pipeline, sources: PairSources, root: str, examples_uri: str,
+                tmp: str) -> None:
+    """The one writer: joins each pair with its two images into a tf.Example, writes the splits
+    (Split-<split>/ gzipped TFRecords), and every rejection and per-split count to `tmp`."""
+    pairs, images = sources.pairs, sources.images
+    refs = pairs | "RefsByPath" >> beam.FlatMap(
+        lambda kv: [(kv[1].left, (kv[0], "left")), (kv[1].right, (kv[0], "right"))])
+    sides = (
+        {"refs": refs, "image": images | "ByPath" >> beam.Map(lambda im: (im.path, im))}
+        | "JoinImages" >> beam.CoGroupByKey()
+        | "SidesByPair" >> beam.FlatMap(_sides_by_pair)
+    )
+    assembled = (
+        {"pair": pairs, "sides": sides}
+        | "JoinPairs" >> beam.CoGroupByKey()
+        | "Assemble" >> beam.FlatMap(_assemble, root).with_outputs("rejected", main="examples")
+    )
+    # In manifest mode a bad image is reported through each row that uses it (rows are the
+    # unit counted); in class-folder mode the image itself is the unit.
+    per_row = sources.per_row
+    image_rejections = images | "BadImages" >> beam.FlatMap(
+        lambda im: [inputs_lib.Rejection(os.path.join(root, im.path), 0, im.path, im.error)]
+        if im.error and not per_row else [])
+    (
+        (p | "EarlyRejections" >> beam.Create(sources.early_rejections),
+         sources.pair_rejections, image_rejections, assembled.rejected)
+        | "AllRejections" >> beam.Flatten()
+        | "RejectionJson" >> beam.Map(lambda r: json.dumps(dataclasses.asdict(r)))
+        | "WriteRejections" >> beam.io.WriteToText(
+            os.path.join(tmp, _REJECTIONS_PREFIX), file_name_suffix=".jsonl")
+    )
+    for split in sampling.SPLITS:
+        records = assembled.examples | f"Only{split}" >> beam.FlatMap(
+            lambda kv, s=split: [kv[1]] if kv[0] == s else [])
+        _ = records | f"Write{split}" >> beam.io.WriteToTFRecord(
+            os.path.join(examples_uri, f"Split-{split}", "data_tfrecord"), file_name_suffix=".gz")
+        _ = (
+            records
+            | f"Count{split}" >> beam.combiners.Count.Globally()
+            | f"CountJson{split}" >> beam.Map(lambda n, s=split: json.dumps({s: n}))
+            | f"WriteCount{split}" >> beam.io.WriteToText(
+                os.path.join(tmp, f"{_COUNTS_PREFIX}-{split}"), file_name_suffix=".json")
+        )
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Reads, checks and canonicalises images and writes one tf.Example per pair."""
 
@@ -148,110 +244,14 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
         report = artifact_utils.get_single_instance(output_dict[QUARANTINE_KEY])
         tmp = os.path.join(report.uri, ".beam")
-
-        early_rejections: list[inputs_lib.Rejection] = []
         with self._make_beam_pipeline() as p:
-            if data.manifest:
-                manifest = os.path.join(root, data.manifest)
-                rows, rejected = inputs_lib.read_manifest(manifest, root)
-                by_split, rejected_split = inputs_lib.assign_manifest_splits(
-                    rows, data.eval_class_fraction, data.seed, manifest
-                )
-                early_rejections = rejected + rejected_split
-                row_of = {(r.pair.left, r.pair.right): r.row for r in rows}
-                keyed = [
-                    ((split, i, row_of[(pr.left, pr.right)]), pr)
-                    for split, split_pairs in by_split.items()
-                    for i, pr in enumerate(split_pairs)
-                ]
-                paths = sorted({x for _, pr in keyed for x in (pr.left, pr.right)})
-                input_count = len(rows) + len(rejected)
-                images = (
-                    p | "ImagePaths" >> beam.Create(paths)
-                    | "ReadImage" >> beam.Map(_read_image, root, data.max_image_pixels)
-                )
-                pairs = p | "ManifestPairs" >> beam.Create(keyed)
-                pair_rejections = p | "NoSamplingRejections" >> beam.Create([])
-            else:
-                classes, early_rejections = inputs_lib.list_class_folders(root, data.class_depth)
-                train, evaluation = sampling.split_classes(
-                    list(classes), data.eval_class_fraction, data.seed
-                )
-                split_of = {c: sampling.TRAIN for c in train} | {
-                    c: sampling.EVAL for c in evaluation
-                }
-                class_of = {path: c for c, ps in classes.items() for path in ps}
-                input_count = len(class_of) + len(early_rejections)
-                images = (
-                    p | "ImagePaths" >> beam.Create(sorted(class_of))
-                    | "ReadImage" >> beam.Map(_read_image, root, data.max_image_pixels)
-                )
-                readable = images | "Readable" >> beam.FlatMap(
-                    lambda im: [im.path] if not im.error else []
-                )
-                sampled = (
-                    p | "Splits" >> beam.Create(list(sampling.SPLITS))
-                    | "SamplePairs" >> beam.ParDo(
-                        _SamplePairs(class_of, split_of, data), beam.pvalue.AsList(readable)
-                    ).with_outputs("rejected", main="pairs")
-                )
-                pairs, pair_rejections = sampled.pairs, sampled.rejected
-
-            refs = pairs | "RefsByPath" >> beam.FlatMap(
-                lambda kv: [(kv[1].left, (kv[0], "left")), (kv[1].right, (kv[0], "right"))]
-            )
-            sides = (
-                {"refs": refs, "image": images | "ByPath" >> beam.Map(lambda im: (im.path, im))}
-                | "JoinImages" >> beam.CoGroupByKey()
-                | "SidesByPair" >> beam.FlatMap(_sides_by_pair)
-            )
-            assembled = (
-                {"pair": pairs, "sides": sides}
-                | "JoinPairs" >> beam.CoGroupByKey()
-                | "Assemble" >> beam.FlatMap(_assemble, root).with_outputs(
-                    "rejected", main="examples")
-            )
-            # In manifest mode a bad image is reported through each row that uses it (rows are
-            # the unit counted); in class-folder mode the image itself is the unit.
-            image_rejections = images | "BadImages" >> beam.FlatMap(
-                lambda im: [inputs_lib.Rejection(os.path.join(root, im.path), 0, im.path,
-                                                 im.error)] if im.error and not data.manifest
-                else []
-            )
-            (
-                (
-                    p | "EarlyRejections" >> beam.Create(early_rejections),
-                    pair_rejections,
-                    image_rejections,
-                    assembled.rejected,
-                )
-                | "AllRejections" >> beam.Flatten()
-                | "RejectionJson" >> beam.Map(lambda r: json.dumps(dataclasses.asdict(r)))
-                | "WriteRejections" >> beam.io.WriteToText(
-                    os.path.join(tmp, _REJECTIONS_PREFIX), file_name_suffix=".jsonl"
-                )
-            )
-            for split in sampling.SPLITS:
-                records = assembled.examples | f"Only{split}" >> beam.FlatMap(
-                    lambda kv, s=split: [kv[1]] if kv[0] == s else []
-                )
-                _ = records | f"Write{split}" >> beam.io.WriteToTFRecord(
-                    os.path.join(examples.uri, f"Split-{split}", "data_tfrecord"),
-                    file_name_suffix=".gz",
-                )
-                _ = (
-                    records
-                    | f"Count{split}" >> beam.combiners.Count.Globally()
-                    | f"CountJson{split}" >> beam.Map(lambda n, s=split: json.dumps({s: n}))
-                    | f"WriteCount{split}" >> beam.io.WriteToText(
-                        os.path.join(tmp, f"{_COUNTS_PREFIX}-{split}"), file_name_suffix=".json"
-                    )
-                )
+            sources = (manifest_pairs if data.manifest else class_folder_pairs)(p, data, root)
+            write_pairs(p, sources, root, examples.uri, tmp)
 
         examples.split_names = artifact_utils.encode_split_names(list(sampling.SPLITS))
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples, "tfrecords_gzip")
-        summary = _write_report(report, tmp, data, input_count)
+        summary = _write_report(report, tmp, data, sources.input_count)
         examples.set_int_custom_property("num_train_pairs", summary["pairs"][sampling.TRAIN])
         examples.set_int_custom_property("num_eval_pairs", summary["pairs"][sampling.EVAL])
         _enforce_limit(summary, data.max_quarantined, report.uri)

@@ -25,17 +25,16 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Sequence
 
 import tensorflow as tf
 
-from siamese_tfx.components.contract.config import ImageConfig, ModelConfig
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig, TrainConfig
 from siamese_tfx.components.trainer import model as model_lib
 
 keras = tf.keras
 
 BACKUP_SUBDIR = "backup"
-DEFAULT_CHECKPOINT_STEPS = 100
 
 
 def _tf_config() -> dict[str, Any]:
@@ -69,12 +68,11 @@ def is_chief() -> bool:
     return task.get("type") == "worker" and task.get("index", 0) == 0 and not has_chief
 
 
-def global_batch_size(train: Mapping[str, Any], replicas: int) -> int:
+def global_batch_size(train: TrainConfig, replicas: int) -> int:
     """Pairs per step over all replicas (see the module doc for the convention)."""
-    per_replica = int(train.get("per_replica_batch_size", 0) or 0)
-    if per_replica > 0:
-        return per_replica * replicas
-    batch = int(train["batch_size"])
+    if train.per_replica_batch_size > 0:
+        return train.per_replica_batch_size * replicas
+    batch = train.batch_size
     if batch % replicas:
         raise ValueError(f"batch_size {batch} (the global batch) does not split evenly across "
                          f"{replicas} replicas; use a multiple of {replicas} or set "
@@ -154,6 +152,3 @@ def discard(written: str, path: str) -> None:
     if written != path:
         shutil.rmtree(os.path.dirname(written), ignore_errors=True)
 
-
-def checkpoint_steps(train: Mapping[str, Any], default: Optional[int] = None) -> int:
-    return int(train.get("checkpoint_steps", 0) or default or DEFAULT_CHECKPOINT_STEPS)

@@ -1,5 +1,9 @@
 """Training: the TFX Trainer entry point (`run_fn`) and the loop behind it.
 
+`run_fn` reads as its steps: parse the one typed `TrainerSettings` from the custom_config and
+set up the strategy and data (`TrainingRun.start`), train each member (`train_member`),
+ensemble and calibrate them (`served_model`), export (`export_and_record`).
+
 The triplet loss trains on class batches (`class_batches.py`: `TrainConfig.classes_per_batch`
 classes of the train split per step, recovered from its positive pairs, optionally with rotation
 classes); every other loss on the sampled pairs. `TrainConfig.augment` distorts the training
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -35,7 +40,8 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from siamese_tfx.components.contract import features
-from siamese_tfx.components.contract.config import ImageConfig, ModelConfig, TrainConfig, from_dict
+from siamese_tfx.components.contract.config import (ImageConfig, ModelConfig, TrainConfig,
+                                                    TrainerSettings)
 from siamese_tfx.components.trainer import (augment, calibration, class_batches, curves, distribute,
                                             export, heads)
 from siamese_tfx.components.trainer import model as model_lib
@@ -218,79 +224,110 @@ def restore_finished(backbone: keras.Model, directory: str) -> Optional[dict[str
         return dict(json.load(f))
 
 
-# TFX Trainer calls this.
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    image = from_dict(ImageConfig, fn_args.custom_config["image"])
-    model_cfg = from_dict(ModelConfig, fn_args.custom_config["model"])
-    train_cfg = from_dict(TrainConfig, fn_args.custom_config["train"])
-    seed = fn_args.custom_config.get("seed", 0)
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+@dataclass
+class TrainedMember:
+    """One trained Siamese network of the run (the only one unless it is an ensemble)."""
 
-    # Settings still to be added to TrainConfig are read from the raw section, with defaults.
-    train_settings = fn_args.custom_config["train"]
-    strategy = distribute.choose_strategy()
-    batch_size = distribute.global_batch_size(train_settings, strategy.num_replicas_in_sync)
-    logging.info("Training with %s, %d replica(s), global batch %d", type(strategy).__name__,
-                 strategy.num_replicas_in_sync, batch_size)
-    eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
-                           batch_size, shuffle=False)
-    members = model_cfg.ensemble_members
-    trained = []
-    for index in range(members):
-        # Each member has its own seed: its initial weights, batches and augmentation differ.
-        tf.keras.utils.set_random_seed(seed + index)
-        directory = member_dir(fn_args.model_run_dir, index, members)
-        resuming = members > 1 and is_finished(directory)
-        # A finished member needs no training batches (building them reads the train split).
-        train_ds, drawn = (None, {}) if resuming else training_batches(
-            fn_args, tf_transform_output, batch_size, model_cfg, train_cfg, seed + index)
-        siamese, backbone, trainable = compile_for_training(
-            strategy, image, model_cfg, learning_rate(train_cfg, fn_args.train_steps),
-            mixed_precision=bool(train_settings.get("mixed_precision", False)),
-            backbone_name=f"{model_cfg.backbone}_member_{index}" if members > 1 else "")
-        record = restore_finished(backbone, directory) if resuming else None
-        if record is not None:
-            logging.info("Ensemble member %d/%d: finished before, weights restored from %s",
-                         index + 1, members, directory)
-        else:
-            if members > 1:
-                logging.info("Ensemble member %d/%d (seed %d): training %d steps", index + 1,
-                             members, seed + index, fn_args.train_steps)
-            callbacks = []
-            if distribute.is_chief():
-                callbacks.append(curves.TrainingCurves(
-                    directory, train_cfg.curve_every, eval_ds, model_lib.loss_for(model_cfg),
-                    model_lib.metrics_for(model_cfg)[0]))
-            history = distribute.fit(trainable, train_ds, fn_args.train_steps, directory,
-                                     distribute.checkpoint_steps(train_settings),
-                                     callbacks=callbacks)
-            record = {"final_train_loss": float(history.history["loss"][-1]), **drawn}
-            if members > 1:
-                save_finished(backbone, directory, record)
-        trained.append((siamese, backbone, record))
+    siamese: keras.Model
+    backbone: keras.Model
+    record: dict[str, Any]  # final_train_loss, and the classes its batches drew from
 
-    if members == 1:
-        siamese, backbone, record = trained[0]
+
+@dataclass
+class TrainingRun:
+    """What every step of `run_fn` shares: its settings, strategy and data."""
+
+    fn_args: tfx.components.FnArgs
+    settings: TrainerSettings
+    tf_transform_output: tft.TFTransformOutput
+    strategy: tf.distribute.Strategy
+    batch_size: int  # global: pairs per step over all replicas
+    eval_ds: tf.data.Dataset
+
+    @classmethod
+    def start(cls, fn_args: tfx.components.FnArgs) -> "TrainingRun":
+        settings = TrainerSettings.from_custom_config(fn_args.custom_config)
+        tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+        strategy = distribute.choose_strategy()
+        batch_size = distribute.global_batch_size(settings.train, strategy.num_replicas_in_sync)
+        logging.info("Training with %s, %d replica(s), global batch %d",
+                     type(strategy).__name__, strategy.num_replicas_in_sync, batch_size)
+        eval_ds = make_dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
+                               batch_size, shuffle=False)
+        return cls(fn_args, settings, tf_transform_output, strategy, batch_size, eval_ds)
+
+    def calibrate(self, model: keras.Model) -> dict[str, float]:
+        """`calibrate` on the eval split with the run's threshold mode."""
+        train = self.settings.train
+        return calibrate(model, self.eval_ds, self.fn_args.eval_steps, train.threshold_mode,
+                         train.target_false_match_rate)
+
+
+def train_member(run: TrainingRun, index: int) -> TrainedMember:
+    """Trains ensemble member `index` (seed + index), or restores it when a restarted Trainer
+    finds it finished; a single model is member 0 of 1."""
+    model_cfg, train_cfg = run.settings.model, run.settings.train
+    members, seed = model_cfg.ensemble_members, run.settings.seed + index
+    # Each member has its own seed: its initial weights, batches and augmentation differ.
+    tf.keras.utils.set_random_seed(seed)
+    directory = member_dir(run.fn_args.model_run_dir, index, members)
+    resuming = members > 1 and is_finished(directory)
+    # A finished member needs no training batches (building them reads the train split).
+    train_ds, drawn = (None, {}) if resuming else training_batches(
+        run.fn_args, run.tf_transform_output, run.batch_size, model_cfg, train_cfg, seed)
+    siamese, backbone, trainable = compile_for_training(
+        run.strategy, run.settings.image, model_cfg,
+        learning_rate(train_cfg, run.fn_args.train_steps),
+        mixed_precision=train_cfg.mixed_precision,
+        backbone_name=f"{model_cfg.backbone}_member_{index}" if members > 1 else "")
+    record = restore_finished(backbone, directory) if resuming else None
+    if record is not None:
+        logging.info("Ensemble member %d/%d: finished before, weights restored from %s",
+                     index + 1, members, directory)
+        return TrainedMember(siamese, backbone, record)
+    if members > 1:
+        logging.info("Ensemble member %d/%d (seed %d): training %d steps", index + 1, members,
+                     seed, run.fn_args.train_steps)
+    callbacks = []
+    if distribute.is_chief():
+        callbacks.append(curves.TrainingCurves(
+            directory, train_cfg.curve_every, run.eval_ds, model_lib.loss_for(model_cfg),
+            model_lib.metrics_for(model_cfg)[0]))
+    history = distribute.fit(trainable, train_ds, run.fn_args.train_steps, directory,
+                             train_cfg.checkpoint_steps, callbacks=callbacks)
+    record = {"final_train_loss": float(history.history["loss"][-1]), **drawn}
+    if members > 1:
+        save_finished(backbone, directory, record)
+    return TrainedMember(siamese, backbone, record)
+
+
+def served_model(run: TrainingRun, trained: list[TrainedMember]
+                 ) -> tuple[keras.Model, keras.Model, dict[str, Any]]:
+    """The model to export (the one network, or the members' ensemble), its backbone, and the
+    record of the run: the threshold calibrated on the eval split with the metrics at it, the
+    recipe, and for an ensemble each member's own calibrated figures."""
+    model_cfg = run.settings.model
+    if len(trained) == 1:
+        siamese, backbone, record = trained[0].siamese, trained[0].backbone, trained[0].record
         member_results = []
     else:
         member_results = []
-        for index, (member, _, record) in enumerate(trained):
-            metrics = calibrate(member, eval_ds, fn_args.eval_steps, train_cfg.threshold_mode,
-                                train_cfg.target_false_match_rate)
-            member_results.append({"seed": seed + index, **record,
+        for index, member in enumerate(trained):
+            metrics = run.calibrate(member.siamese)
+            member_results.append({"seed": run.settings.seed + index, **member.record,
                                    **{k: metrics[k] for k in MEMBER_METRICS}})
             logging.info("Ensemble member %d: eval AUC %.4f, EER %.4f", index,
                          metrics["eval_auc"], metrics["eval_eer"])
-        with strategy.scope():
-            siamese, backbone = model_lib.build_ensemble(image, model_cfg,
-                                                         [b for _, b, _ in trained])
-        record = {"final_train_loss": float(np.mean([r["final_train_loss"]
-                                                      for _, _, r in trained]))}
-    result = calibrate(siamese, eval_ds, fn_args.eval_steps, train_cfg.threshold_mode,
-                       train_cfg.target_false_match_rate)
+        with run.strategy.scope():
+            siamese, backbone = model_lib.build_ensemble(run.settings.image, model_cfg,
+                                                         [m.backbone for m in trained])
+        record = {"final_train_loss": float(np.mean([m.record["final_train_loss"]
+                                                      for m in trained]))}
+    result = run.calibrate(siamese)
     result.update(record)
     result.update(backbone=model_cfg.backbone, head=model_cfg.head, loss=model_cfg.loss,
-                  shared_weights=model_cfg.shared_weights, ensemble_members=members,
+                  shared_weights=model_cfg.shared_weights,
+                  ensemble_members=model_cfg.ensemble_members,
                   ensemble_class_fraction=model_cfg.ensemble_class_fraction)
     if member_results:
         result["members"] = member_results
@@ -298,14 +335,29 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                  "%.4f, precision %.4f, recall %.4f, AUC %.4f, EER %.4f", result["threshold_mode"],
                  result["threshold"], result["eval_accuracy"], result["eval_precision"],
                  result["eval_recall"], result["eval_auc"], result["eval_eer"])
-    # Only the chief writes the SavedModel and the metrics; the other workers export to a
-    # temporary directory (saving may need every worker) and delete it.
+    return siamese, backbone, result
+
+
+def export_and_record(run: TrainingRun, siamese: keras.Model, backbone: keras.Model,
+                      result: dict[str, Any]) -> None:
+    """Writes the SavedModel and, on the chief, training_metrics.json. Only the chief writes
+    them; the other workers export to a temporary directory (saving may need every worker) and
+    delete it."""
+    settings, fn_args = run.settings, run.fn_args
     export_dir = distribute.write_dir(fn_args.serving_model_dir)
-    export.export_model(siamese, backbone, tf_transform_output, result["threshold"],
-                        model_cfg.margin, export_dir, image,
-                        fn_args.custom_config["model_name"],
-                        distance_scale=heads.distance_scale(model_cfg.head, model_cfg.margin))
+    export.export_model(siamese, backbone, run.tf_transform_output, result["threshold"],
+                        settings.model.margin, export_dir, settings.image, settings.model_name,
+                        distance_scale=heads.distance_scale(settings.model.head,
+                                                            settings.model.margin))
     distribute.discard(export_dir, fn_args.serving_model_dir)
     if distribute.is_chief():
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
             f.write(json.dumps(result, indent=1))
+
+
+# TFX Trainer calls this.
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    run = TrainingRun.start(fn_args)
+    trained = [train_member(run, i) for i in range(run.settings.model.ensemble_members)]
+    siamese, backbone, result = served_model(run, trained)
+    export_and_record(run, siamese, backbone, result)

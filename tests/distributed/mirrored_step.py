@@ -18,13 +18,13 @@ import tensorflow as tf  # noqa: E402
 from distributed_fixtures import compile_siamese  # noqa: E402
 
 from siamese_tfx.components.contract import features  # noqa: E402
-from siamese_tfx.components.contract.config import ImageConfig, ModelConfig  # noqa: E402
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig, TrainConfig  # noqa: E402
 from siamese_tfx.components.trainer import distribute  # noqa: E402
 
 IMAGE = ImageConfig(height=16, width=16, channels=1)
 MODEL = ModelConfig(embedding_dim=8, margin=1.0)
 LEARNING_RATE = 1e-3
-BATCH = {"batch_size": 8}
+BATCH = TrainConfig(batch_size=8)
 
 
 def _global_batch(n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -21,7 +21,7 @@ import tensorflow as tf  # noqa: E402
 from distributed_fixtures import compile_siamese  # noqa: E402
 
 from siamese_tfx.components.contract import features  # noqa: E402
-from siamese_tfx.components.contract.config import ImageConfig, ModelConfig  # noqa: E402
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig, TrainConfig  # noqa: E402
 from siamese_tfx.components.trainer import distribute  # noqa: E402
 
 IMAGE = ImageConfig(height=16, width=16, channels=1)
@@ -62,7 +62,8 @@ def main() -> int:
     progress = Progress(os.path.join(args.workdir, f"progress-{name}.jsonl"), args.step_seconds)
 
     strategy = distribute.choose_strategy()
-    size = distribute.global_batch_size({"batch_size": 8}, strategy.num_replicas_in_sync)
+    size = distribute.global_batch_size(TrainConfig(batch_size=8),
+                                        strategy.num_replicas_in_sync)
     rng = np.random.default_rng(0)
     x = {features.transformed_name(k): rng.uniform(size=(64, 16, 16, 1)).astype(np.float32)
          for k in features.IMAGE_KEYS}

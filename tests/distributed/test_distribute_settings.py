@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from siamese_tfx.components.contract.config import TrainConfig, TrainerSettings
 from siamese_tfx.components.trainer import distribute
 
 
@@ -47,14 +48,19 @@ def test_non_chief_writes_to_a_temporary_directory_it_discards(monkeypatch, tmp_
     ({"batch_size": 64, "per_replica_batch_size": 0}, 2, 64),
 ])
 def test_global_batch_convention(settings, replicas, expected):
-    assert distribute.global_batch_size(settings, replicas) == expected
+    assert distribute.global_batch_size(TrainConfig(**settings), replicas) == expected
 
 
 def test_global_batch_must_split_evenly():
     with pytest.raises(ValueError, match="split evenly"):
-        distribute.global_batch_size({"batch_size": 10}, 4)
+        distribute.global_batch_size(TrainConfig(batch_size=10), 4)
 
 
-def test_checkpoint_steps_default_and_setting():
-    assert distribute.checkpoint_steps({}) == distribute.DEFAULT_CHECKPOINT_STEPS
-    assert distribute.checkpoint_steps({"checkpoint_steps": 7}) == 7
+def test_trainer_settings_reach_run_fn_typed_with_their_defaults():
+    # What the pipeline puts in the Trainer's custom_config is what run_fn parses back.
+    settings = TrainerSettings(train=TrainConfig(checkpoint_steps=7), seed=3, model_name="m")
+    custom_config = json.loads(json.dumps(settings.to_custom_config()))  # as TFX carries it
+    assert TrainerSettings.from_custom_config(custom_config) == settings
+    assert TrainerSettings.from_custom_config({}).train.checkpoint_steps == 100
+    with pytest.raises(ValueError, match="unknown setting.*'checkpoint_step'"):
+        TrainerSettings.from_custom_config({"train": {"checkpoint_step": 7}})
