@@ -39,6 +39,7 @@ class RunSummary:
     anomalies: list[str] = field(default_factory=list)  # The data validation gate's, one a line.
     anomalies_overridden: bool = False
     artifacts: dict[str, list[str]] = field(default_factory=dict)  # component -> output URIs
+    model_description: str = ""  # the Trainer's parameter counts and weight sharing, one line
 
     @property
     def total_seconds(self) -> float:
@@ -63,6 +64,8 @@ class RunSummary:
         elif any(c.component == pipeline_lib.VALIDATION_GATE and c.state in ("COMPLETE", "CACHED")
                  for c in self.components):
             lines.append("Data anomalies: none")
+        if self.model_description:
+            lines.append(self.model_description)
         if self.metrics:
             lines.append("Evaluator metrics (eval split): " + ", ".join(
                 f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())))
@@ -126,6 +129,8 @@ def summarize(
                     summary.quarantined = a.custom_properties["quarantined"].int_value
         elif name == pipeline_lib.VALIDATION_GATE:
             _read_gate(summary, outputs, execution)
+        elif name == pipeline_lib.TRAINER:
+            summary.model_description = _read_model_description(outputs)
         elif name == pipeline_lib.EVALUATOR:
             _read_evaluation(summary, outputs)
         elif name == pipeline_lib.INFRA_VALIDATOR:
@@ -178,6 +183,14 @@ def _read_gate(summary: RunSummary, outputs, execution) -> None:
                     with open(path) as f:
                         summary.anomalies = gate_lib.Verdict.from_json(f.read()).lines()
                     return
+
+
+def _read_model_description(outputs) -> str:
+    """The Trainer's one-line description of its network, from its model run output."""
+    from siamese_tfx.components.trainer import describe
+
+    lines = [describe.summary_line(a.uri) for a in outputs]
+    return next((line for line in lines if line), "")
 
 
 def _read_infra_validation(summary: RunSummary, outputs) -> None:
