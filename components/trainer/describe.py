@@ -33,8 +33,9 @@ from typing import Any, Optional, Sequence
 import tensorflow as tf
 from absl import logging
 
-# Registers the project's layers, so load_model rebuilds the network without custom objects.
-from siamese_tfx.components.trainer import heads  # noqa: F401
+# Registers the project's layers, losses and metrics, so load_model rebuilds the network (and
+# the metrics it was compiled with) without custom objects.
+from siamese_tfx.components.trainer import heads, losses  # noqa: F401
 from siamese_tfx.components.trainer.layers import EnsembleEmbedding
 
 keras = tf.keras
