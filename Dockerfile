@@ -19,6 +19,13 @@ ENV TF_USE_LEGACY_KERAS=1 \
 # component's command itself (TFX's kubeflow_v2_run_executor), so it does not use it.
 COPY --from=beam /opt/apache/beam /opt/apache/beam
 
+# Graphviz's dot: the Trainer draws the network (model.png, backbone.png) with Keras's plot_model
+# through pydot. The base image's distribution chooses its version; the lock pins Python only.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends graphviz \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /pipeline
 COPY constraints.txt pyproject.toml README.md ./
 COPY pipeline/ pipeline/

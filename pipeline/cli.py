@@ -23,7 +23,7 @@ def _configure_runtime() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from siamese_tfx.kubeflow import cli as kubeflow_cli
-    from siamese_tfx.pipeline import commands, data_report, quality
+    from siamese_tfx.pipeline import commands, data_report, describe, quality
     from siamese_tfx.serving import cli as serving_cli
 
     parser = argparse.ArgumentParser(
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.register(subparsers)
     data_report.register(subparsers)
     quality.register(subparsers)
+    describe.register(subparsers)
     serving_cli.register(subparsers)
     kubeflow_cli.register(subparsers)
     return parser

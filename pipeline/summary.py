@@ -37,6 +37,7 @@ class RunSummary:
     anomalies: list[str] = field(default_factory=list)  # The data validation gate's, one a line.
     anomalies_overridden: bool = False
     artifacts: dict[str, list[str]] = field(default_factory=dict)  # component -> output URIs
+    model_description: str = ""  # the Trainer's parameter counts and weight sharing, one line
 
     @property
     def total_seconds(self) -> float:
@@ -61,6 +62,8 @@ class RunSummary:
         elif any(c.component == pipeline_lib.VALIDATION_GATE and c.state in ("COMPLETE", "CACHED")
                  for c in self.components):
             lines.append("Data anomalies: none")
+        if self.model_description:
+            lines.append(self.model_description)
         if self.metrics:
             lines.append("Evaluator metrics (eval split): " + ", ".join(
                 f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())))
@@ -107,6 +110,8 @@ def summarize(
         outcome = gate_lib.read_outcome(gate.outputs, run.pipeline_roots(),
                                         pipeline_lib.VALIDATION_GATE, gate.execution.id)
         summary.anomalies, summary.anomalies_overridden = outcome.lines, outcome.overridden
+    if pipeline_lib.TRAINER in nodes:
+        summary.model_description = _model_description(nodes[pipeline_lib.TRAINER].outputs)
     if pipeline_lib.EVALUATOR in nodes:
         _read_evaluation(summary, nodes[pipeline_lib.EVALUATOR].outputs)
     infra = (infra_lib.read_outcome(nodes[pipeline_lib.INFRA_VALIDATOR].outputs)
@@ -127,6 +132,14 @@ def summarize(
         elif pipeline_lib.PUSHER not in nodes:
             summary.not_pushed_reason = "the run stopped before Pusher"
     return summary
+
+
+def _model_description(outputs) -> str:
+    """The Trainer's one-line description of its network, from its model run output."""
+    from siamese_tfx.components.trainer import describe
+
+    lines = [describe.summary_line(a.uri) for a in outputs]
+    return next((line for line in lines if line), "")
 
 
 def _pushed_path(outputs) -> Optional[str]:

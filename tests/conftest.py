@@ -52,3 +52,20 @@ def omniglot_tiny(tmp_path_factory) -> str:
         OMNIGLOT_ZIPS, str(tmp_path_factory.mktemp("omniglot")),
         alphabets=["Greek", "Korean"], characters_per_alphabet=4, drawers=10,
     )
+
+
+@pytest.fixture(scope="session")
+def path_without_dot(tmp_path_factory) -> str:
+    """A PATH with every program of this one except Graphviz's `dot` (a machine without
+    Graphviz): one folder of links to them."""
+    folder = tmp_path_factory.mktemp("bin_without_dot")
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            source = os.path.join(directory, name)
+            if (name != "dot" and not (folder / name).exists() and os.path.isfile(source)
+                    and os.access(source, os.X_OK)):
+                (folder / name).symlink_to(source)
+    assert not (folder / "dot").exists()
+    return str(folder)

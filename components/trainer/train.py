@@ -42,8 +42,8 @@ from tfx_bsl.public import tfxio
 from siamese_tfx.components.contract import features
 from siamese_tfx.components.contract.config import (ImageConfig, ModelConfig, TrainConfig,
                                                     TrainerSettings)
-from siamese_tfx.components.trainer import (augment, calibration, class_batches, curves, distribute,
-                                            export, heads)
+from siamese_tfx.components.trainer import (augment, calibration, class_batches, curves, describe,
+                                            distribute, export, heads)
 from siamese_tfx.components.trainer import model as model_lib
 
 keras = tf.keras
@@ -353,6 +353,9 @@ def export_and_record(run: TrainingRun, siamese: keras.Model, backbone: keras.Mo
     if distribute.is_chief():
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
             f.write(json.dumps(result, indent=1))
+        members = run.settings.model.ensemble_members
+        describe.write_description(siamese, fn_args.model_run_dir, [
+            member_dir(fn_args.model_run_dir, i, members) for i in range(members)])
 
 
 # TFX Trainer calls this.

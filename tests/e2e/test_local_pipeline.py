@@ -114,6 +114,26 @@ def test_pushed_model_is_in_serving_layout_and_answers(first_run, omniglot_tiny,
     np.testing.assert_allclose(by_example[signatures.DISTANCE].numpy()[0], distance[0], rtol=1e-5)
 
 
+def _trainer_file(summary, name):
+    (path,) = [p for uri in summary.artifacts[pipeline_lib.TRAINER]
+               for p in glob.glob(os.path.join(uri, "**", name), recursive=True)]
+    return path
+
+
+def test_trainer_describes_the_network_and_the_summary_says_it_shares_one_backbone(first_run):
+    from siamese_tfx.components.trainer import describe
+
+    run_dir = os.path.dirname(_trainer_file(first_run, describe.SUMMARY_TXT))
+    for name in (describe.MODEL_PNG, describe.BACKBONE_PNG, describe.SUMMARY_JSON):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
+    description = describe.read_description(run_dir)
+    assert description.shares_weights and description.head_counts.total == 0
+    assert description.whole == description.backbone and description.embedding_size == EMBEDDING_DIM
+    text = first_run.format()
+    assert description.summary_line() in text.splitlines()
+    assert "Both branches use the same" in text and "Diagram skipped" not in text
+
+
 def test_unchanged_inputs_reuse_cached_outputs(first_run, omniglot_tiny, workdir):
     second = _run(_config(omniglot_tiny, workdir), workdir)
     states = _states(second)
@@ -167,10 +187,15 @@ def test_model_that_cannot_answer_through_the_serving_stack_is_not_pushed(
 
 
 def test_ensemble_trains_each_member_and_serves_their_joint_embedding(omniglot_tiny,
-                                                                      tmp_path):
+                                                                      tmp_path, monkeypatch,
+                                                                      path_without_dot):
     """ensemble_members=2 through the whole pipeline: two members trained with their own seeds,
     directories and bags of training classes (triplet class batches), calibrated, blessed,
-    infra-validated and pushed as ONE model whose embedding joins theirs."""
+    infra-validated and pushed as ONE model whose embedding joins theirs. On a machine without
+    Graphviz (PATH without `dot`): the run succeeds and says the diagram was skipped."""
+    from siamese_tfx.components.trainer import describe
+
+    monkeypatch.setenv("PATH", path_without_dot)
     base = _config(omniglot_tiny, tmp_path)
     config = dataclasses.replace(
         base, model=dataclasses.replace(base.model, ensemble_members=2, loss="triplet",
@@ -179,9 +204,7 @@ def test_ensemble_trains_each_member_and_serves_their_joint_embedding(omniglot_t
     summary = _run(config, tmp_path)
     assert all(s == "COMPLETE" for s in _states(summary).values()), _states(summary)
     assert summary.blessed is True and summary.infra_blessed is True and summary.pushed_path
-    (metrics_path,) = [p for uri in summary.artifacts[pipeline_lib.TRAINER]
-                       for p in glob.glob(os.path.join(uri, "**", "training_metrics.json"),
-                                          recursive=True)]
+    metrics_path = _trainer_file(summary, "training_metrics.json")
     metrics = json.load(open(metrics_path))
     assert metrics["ensemble_members"] == 2
     assert [m["seed"] for m in metrics["members"]] == [base.data.seed, base.data.seed + 1]
@@ -197,6 +220,15 @@ def test_ensemble_trains_each_member_and_serves_their_joint_embedding(omniglot_t
         member = os.path.join(run_dir, f"member_{index}")
         assert os.path.exists(os.path.join(member, "finished", "backbone.index"))
         assert os.path.exists(os.path.join(member, "training_curves.png"))
+        assert not os.path.exists(os.path.join(member, describe.BACKBONE_PNG))
+    assert not os.path.exists(os.path.join(run_dir, describe.MODEL_PNG))
+    description = describe.read_description(run_dir)
+    assert [m.name for m in description.members] == ["small_conv_member_0",
+                                                        "small_conv_member_1"]
+    assert "Graphviz's dot is not on PATH" in description.diagram["skipped"]
+    assert "Diagram skipped: Graphviz's dot is not on PATH" in summary.format()
+    assert "Ensemble: 2 members' backbones" in open(
+        os.path.join(run_dir, describe.SUMMARY_TXT)).read()
 
     loaded = tf.saved_model.load(summary.pushed_path)
     folder = os.path.join(omniglot_tiny, sorted(os.listdir(omniglot_tiny))[0])
