@@ -306,6 +306,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                         fn_args.custom_config["model_name"],
                         distance_scale=heads.distance_scale(model_cfg.head, model_cfg.margin))
     distribute.discard(export_dir, fn_args.serving_model_dir)
+    distribute.wait_for_chief_export(fn_args.serving_model_dir)
     if distribute.is_chief():
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
             f.write(json.dumps(result, indent=1))
