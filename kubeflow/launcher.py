@@ -29,6 +29,7 @@ the Role in `kubeflow/rbac.yaml`. Outside a cluster it uses the kubeconfig ($KUB
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -53,6 +54,7 @@ WORKER_OUTPUT = "/tmp/siamese-tfx-tfjob/executor_output.json"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 TRANSIENT_STATUSES = (0, 408, 429, 500, 502, 503, 504)  # 0: no HTTP answer at all.
 API_RETRY_SECONDS = 300.0
+REQUEST_TIMEOUT = 60.0  # Seconds per API call (a hung connection is retried like an error).
 LOG_TAIL_LINES = 20
 EXIT_FAILED, EXIT_CANCELLED = 1, 143
 
@@ -110,14 +112,16 @@ class Kube:
 
     def create_job(self, namespace: str, job: dict[str, Any]) -> dict[str, Any]:
         return self._call("create TFJob", lambda: self.custom.create_namespaced_custom_object(
-            tfjob.GROUP, tfjob.VERSION, namespace, tfjob.PLURAL, job))
+            tfjob.GROUP, tfjob.VERSION, namespace, tfjob.PLURAL, job,
+            _request_timeout=REQUEST_TIMEOUT))
 
     def get_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
         from kubernetes.client.rest import ApiException
 
         try:
             return self._call("read TFJob", lambda: self.custom.get_namespaced_custom_object(
-                tfjob.GROUP, tfjob.VERSION, namespace, tfjob.PLURAL, name))
+                tfjob.GROUP, tfjob.VERSION, namespace, tfjob.PLURAL, name,
+                _request_timeout=REQUEST_TIMEOUT))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -130,7 +134,7 @@ class Kube:
         try:
             self._call("delete TFJob", lambda: self.custom.delete_namespaced_custom_object(
                 tfjob.GROUP, tfjob.VERSION, namespace, tfjob.PLURAL, name,
-                propagation_policy="Foreground"))
+                propagation_policy="Foreground", _request_timeout=REQUEST_TIMEOUT))
             return True
         except ApiException as e:
             if e.status == 404:
@@ -142,11 +146,12 @@ class Kube:
         if replica_type:
             selector += f",{tfjob.REPLICA_TYPE_LABEL}={replica_type.lower()}"
         pods = self._call("list pods", lambda: self.core.list_namespaced_pod(
-            namespace, label_selector=selector))
+            namespace, label_selector=selector, _request_timeout=REQUEST_TIMEOUT))
         return sorted(pods.items, key=lambda p: p.metadata.name)
 
     def read_pod(self, namespace: str, name: str) -> Any:
-        return self._call("read pod", lambda: self.core.read_namespaced_pod(name, namespace))
+        return self._call("read pod", lambda: self.core.read_namespaced_pod(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT))
 
     def follow_log(self, namespace: str, pod: str) -> Iterator[bytes]:
         response = self.core.read_namespaced_pod_log(
@@ -159,7 +164,7 @@ class Kube:
     def log_tail(self, namespace: str, pod: str, lines: int, previous: bool) -> str:
         return self._call("read log", lambda: self.core.read_namespaced_pod_log(
             pod, namespace, container=tfjob.CONTAINER_NAME, tail_lines=lines,
-            previous=previous))
+            previous=previous, _request_timeout=REQUEST_TIMEOUT))
 
 
 def api_client() -> Any:
@@ -273,6 +278,7 @@ class ChiefLog(threading.Thread):
 
     def run(self) -> None:
         streamed: set[tuple[str, int]] = set()
+        reported: set[str] = set()
         while True:
             key = None
             try:
@@ -285,7 +291,10 @@ class ChiefLog(threading.Thread):
             except Exception as e:  # A log line lost must never fail the step.
                 if key:
                     streamed.discard(key)  # e.g. 400 while the container is starting.
-                say(f"chief log: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                if problem not in reported:  # Once each, not every second.
+                    reported.add(problem)
+                    say(f"chief log: {problem} (retrying)")
             if self.finished.wait(1.0):
                 return
 
@@ -334,7 +343,7 @@ class Launcher:
     def manifest(self, info: PodInfo) -> dict[str, Any]:
         config = self.config
         if info.service_account and not config.service_account:
-            config = _replace(config, service_account=info.service_account)
+            config = dataclasses.replace(config, service_account=info.service_account)
         args = {tfjob.CHIEF: with_output_file(self.args, self.position, self.executor_input,
                                               self.chief_output),
                 tfjob.WORKER: with_output_file(self.args, self.position, self.executor_input,
@@ -482,12 +491,6 @@ class Launcher:
         say(f"last {LOG_TAIL_LINES} log lines of {pod}:")
         for line in (tail or "").splitlines():
             print(f"[{pod}] {line}", flush=True)
-
-
-def _replace(config: LauncherConfig, **changes: Any) -> LauncherConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
 
 
 def _api_message(e: Any) -> str:

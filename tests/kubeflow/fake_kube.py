@@ -62,6 +62,14 @@ def free_ports(count: int) -> list[int]:
 
 
 def load_crd() -> dict[str, Any]:
+    """The TFJob CRD, read where the project keeps it (../shared/kubeflow)."""
+    if not os.path.exists(CRD_PATH):
+        import pytest
+
+        message = f"the TFJob CRD is not at {os.path.abspath(CRD_PATH)}"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI runs with ../shared beside the clone")
+        pytest.skip(message)
     with open(CRD_PATH) as f:
         return yaml.safe_load(f)
 

@@ -300,6 +300,6 @@ def test_launcher_config_round_trips_through_json():
                             cpu=8, memory_gb=32, gpu_type="nvidia.com/gpu", gpu_count=2,
                             node_selector={"pool": "gpu"},
                             tolerations=({"key": "k", "operator": "Exists"},))
-    assert LauncherConfig.from_json(config.to_json()) == dataclasses.replace(config)
+    assert LauncherConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="unknown setting"):
         LauncherConfig.from_json(json.dumps({**json.loads(config.to_json()), "wokers": 2}))

@@ -62,7 +62,8 @@ def _trainer_container(path):
 def _executor_input():
     """What KFP's driver puts in for `{{$}}` (the parts the launcher reads)."""
     run = f"{SHARED}/root/siamese-kfp/9b2f3c4d"
-    return {"inputs": {"parameterValues": {"run_fn": "siamese_tfx.components.trainer.train.run_fn"}},
+    run_fn = "siamese_tfx.components.trainer.train.run_fn"
+    return {"inputs": {"parameterValues": {"run_fn": run_fn}},
             "outputs": {"artifacts": {
                 "model": {"artifacts": [{"uri": f"{run}/Trainer/model",
                                          "type": {"schemaTitle": "tfx.Model"}}]},

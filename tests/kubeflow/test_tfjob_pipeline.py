@@ -14,11 +14,11 @@ import sys
 import threading
 import time
 
+import kfp_local
 import pytest
 from fake_kube import FakeCluster
 from tfx.dsl.components.base import executor_spec
 
-import kfp_local
 from siamese_tfx.components.contract.config import (DataConfig, EvalConfig, ImageConfig,
                                                     ModelConfig, TrainConfig)
 from siamese_tfx.kubeflow import runner, tfjob
