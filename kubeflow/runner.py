@@ -7,7 +7,11 @@ module only adds what a cluster needs around it:
 - resources per component through `with_platform_config` (a KFP `ResourceSpec`, which the V2
   runner copies into each container spec): GPUs, CPU and memory for Trainer, CPU and memory for
   the others;
-- Beam arguments for a distributed runner (Dataflow, Flink or Spark);
+- Beam arguments: a distributed runner (Dataflow, Flink or Spark), or DirectRunner inside each
+  component's pod (multi_processing, one process per CPU the pod asks for);
+- with `trainer_workers` > 1, the Trainer step becomes a small launcher pod
+  (`kubeflow/launcher.py`) that runs the Trainer's own command as a TFJob of a Chief and
+  Workers, each with the Trainer's GPUs, CPU and memory;
 - the pipeline root and serving directory, which must be on storage every pod sees.
 
 What the V2 runner gets wrong for this pipeline, fixed up in the compiled spec:
@@ -43,6 +47,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 
 from siamese_tfx.components.contract import features
+from siamese_tfx.kubeflow import tfjob
 from siamese_tfx.kubeflow.config import KubeflowConfig, is_shared_path
 from siamese_tfx.pipeline import pipeline as pipeline_lib
 from siamese_tfx.pipeline.config import PipelineConfig
@@ -53,14 +58,25 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What TFX's V2 step builder runs before the cache check of a FileBasedExampleGen.
 EXAMPLE_GEN_DRIVER_COMMAND = (
     "python", "-m", "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver")
+LAUNCHER_COMMAND = ("python", "-m", "siamese_tfx.kubeflow.launcher")
+DIRECT_NUM_WORKERS = "--direct_num_workers="
+
+
+def direct_num_workers(cpu: float) -> int:
+    """DirectRunner processes for a pod of `cpu` cores: one per whole core, at least one."""
+    return max(1, int(cpu))
 
 
 def beam_pipeline_args(kf: KubeflowConfig) -> list[str]:
-    """Beam arguments of every Beam component for the configured distributed runner."""
+    """Beam arguments of every Beam component for the configured runner. DirectRunner runs in
+    the component's pod, one process per CPU (`compile_spec` sets each pod's own count)."""
     args = [f"--runner={kf.beam_runner}"]
     if kf.beam_temp_location:
         args.append(f"--temp_location={kf.beam_temp_location}")
-    if kf.beam_runner == "DataflowRunner":
+    if kf.beam_runner == "DirectRunner":
+        args += ["--direct_running_mode=multi_processing",
+                 f"{DIRECT_NUM_WORKERS}{direct_num_workers(kf.component_cpu)}"]
+    elif kf.beam_runner == "DataflowRunner":
         args += [
             f"--project={kf.dataflow_project}",
             f"--region={kf.dataflow_region}",
@@ -151,7 +167,7 @@ def _add_example_gen_driver(spec: dict[str, Any], beam_args: list[str],
     """Gives PairExampleGen what the V2 runner gives a FileBasedExampleGen (see module doc)."""
     task = spec["root"]["dag"]["tasks"][pipeline_lib.EXAMPLE_GEN]
     component = spec["components"][task["componentRef"]["name"]]
-    container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+    container = _executor_container(spec, pipeline_lib.EXAMPLE_GEN)
     inputs_spec = json_format.ParseDict(
         component.get("inputDefinitions", {}), pipeline_spec_pb2.ComponentInputsSpec())
     container["lifecycle"] = {"preCacheCheck": {
@@ -161,6 +177,58 @@ def _add_example_gen_driver(spec: dict[str, Any], beam_args: list[str],
                  json_format.MessageToJson(inputs_spec, sort_keys=True)] + beam_args,
     }}
     task["cachingOptions"] = {"enableCache": cache_ingestion}
+
+
+def _executor_container(spec: dict[str, Any], node_id: str) -> dict[str, Any]:
+    task = spec["root"]["dag"]["tasks"][node_id]
+    component = spec["components"][task["componentRef"]["name"]]
+    return spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+
+
+def _direct_workers_per_pod(spec: dict[str, Any]) -> None:
+    """DirectRunner's --direct_num_workers = the CPU of the pod the arguments run in."""
+    for executor in spec["deploymentSpec"]["executors"].values():
+        container = executor.get("container")
+        if not container:
+            continue
+        workers = direct_num_workers(float(container.get("resources", {}).get("cpuLimit", 1)))
+        hook = container.get("lifecycle", {}).get("preCacheCheck", {})
+        for args in (container.get("args", []), hook.get("args", [])):
+            args[:] = [f"{DIRECT_NUM_WORKERS}{workers}" if a.startswith(DIRECT_NUM_WORKERS)
+                       else a for a in args]
+
+
+def launcher_config(kf: KubeflowConfig, image: str, command: list[str]) -> tfjob.LauncherConfig:
+    """The TFJob settings the Trainer's launcher receives."""
+    return tfjob.LauncherConfig(
+        component=pipeline_lib.TRAINER, workers=kf.trainer_workers, image=image,
+        command=tuple(command), cpu=kf.trainer_cpu, memory_gb=kf.trainer_memory_gb,
+        gpu_type=kf.trainer_gpu_type if kf.trainer_gpu_count else "",
+        gpu_count=kf.trainer_gpu_count, namespace=kf.tfjob_namespace,
+        service_account=kf.tfjob_service_account,
+        node_selector=tfjob.parse_key_values(kf.tfjob_node_selector, "tfjob_node_selector"),
+        tolerations=tuple(tfjob.parse_toleration(t) for t in kf.tfjob_tolerations),
+        pod_labels=tfjob.parse_key_values(kf.tfjob_pod_labels, "tfjob_pod_labels"),
+        restart_policy=kf.tfjob_restart_policy, backoff_limit=kf.tfjob_backoff_limit,
+        active_deadline_seconds=kf.tfjob_active_deadline_seconds,
+        ttl_seconds_after_finished=kf.tfjob_ttl_seconds_after_finished,
+        clean_pod_policy=kf.tfjob_clean_pod_policy, poll_seconds=kf.tfjob_poll_seconds)
+
+
+def _launch_trainer_as_tfjob(spec: dict[str, Any], kf: KubeflowConfig) -> None:
+    """Makes the Trainer step the TFJob launcher: its command becomes the launcher's (the
+    args, with the ExecutorInput KFP puts in, stay as they were and reach every replica), its
+    resources the launcher's; the GPUs, CPU and memory move into the job's replicas."""
+    container = _executor_container(spec, pipeline_lib.TRAINER)
+    config = launcher_config(kf, container["image"], container["command"])
+    # The manifest the launcher will build, checked now so a bad setting fails the compile.
+    sample = tfjob.build_tfjob(
+        config, tfjob.job_name(config.component, "compile"), config.namespace or "default",
+        {tfjob.CHIEF: container["args"], tfjob.WORKER: container["args"]}, "compile")
+    tfjob.raise_for_tfjob(sample)
+    container["command"] = [*LAUNCHER_COMMAND, "--config", config.to_json(), "--"]
+    container["resources"] = json_format.MessageToDict(
+        resource_spec(kf.launcher_cpu, kf.launcher_memory_gb))
 
 
 def task_names(spec: dict[str, Any], node_id: str) -> list[str]:
@@ -196,6 +264,9 @@ def compile_spec(config: PipelineConfig, kf: KubeflowConfig) -> dict[str, Any]:
     job = runner.run(pipeline, write_out=False)
     spec = job["pipelineSpec"]
     _add_example_gen_driver(spec, beam_pipeline_args(kf), kf.cache_ingestion)
+    _direct_workers_per_pod(spec)
+    if kf.trainer_workers > 1:
+        _launch_trainer_as_tfjob(spec, kf)
     _keep_upstream_order(spec, pipeline)
     spec["defaultPipelineRoot"] = config.pipeline_root
     # Round trip through the proto: what is written is exactly what KFP will parse.

@@ -15,7 +15,9 @@
   every worker sees it) saves every `checkpoint_steps` steps; a restarted worker (and, under
   MultiWorkerMirroredStrategy, its restarted peers) resume from the last backup, mid-epoch.
 - Export: only the chief writes the SavedModel and the run's files; the other workers export to
-  a temporary directory they delete, since saving may need every worker's participation.
+  a temporary directory they delete, since saving may need every worker's participation. A
+  worker then waits for the chief's SavedModel: TFX's Trainer executor fails every task whose
+  serving model directory is missing when `run_fn` returns, and a worker can get there first.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from typing import Any, Iterator, Sequence
 
 import tensorflow as tf
@@ -35,6 +38,7 @@ from siamese_tfx.components.trainer import model as model_lib
 keras = tf.keras
 
 BACKUP_SUBDIR = "backup"
+CHIEF_EXPORT_TIMEOUT_SECONDS = 600.0
 
 
 def _tf_config() -> dict[str, Any]:
@@ -152,3 +156,22 @@ def discard(written: str, path: str) -> None:
     if written != path:
         shutil.rmtree(os.path.dirname(written), ignore_errors=True)
 
+
+def wait_for_chief_export(serving_model_dir: str,
+                          timeout: float = CHIEF_EXPORT_TIMEOUT_SECONDS,
+                          poll_seconds: float = 1.0) -> None:
+    """On a non-chief worker: waits until the chief's SavedModel is in `serving_model_dir`
+    (shared storage), so TFX's check that run_fn wrote the model passes on this task too. The
+    chief (or a lone process) returns at once."""
+    if is_chief():
+        return
+    target = os.path.join(serving_model_dir, tf.saved_model.SAVED_MODEL_FILENAME_PB)
+    deadline = time.monotonic() + timeout
+    while not tf.io.gfile.exists(target):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the chief did not write {target} within {timeout:.0f}s")
+        time.sleep(poll_seconds)
+
+
+def checkpoint_steps(train: Mapping[str, Any], default: Optional[int] = None) -> int:
+    return int(train.get("checkpoint_steps", 0) or default or DEFAULT_CHECKPOINT_STEPS)

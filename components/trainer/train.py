@@ -350,6 +350,7 @@ def export_and_record(run: TrainingRun, siamese: keras.Model, backbone: keras.Mo
                         distance_scale=heads.distance_scale(settings.model.head,
                                                             settings.model.margin))
     distribute.discard(export_dir, fn_args.serving_model_dir)
+    distribute.wait_for_chief_export(fn_args.serving_model_dir)
     if distribute.is_chief():
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:
             f.write(json.dumps(result, indent=1))

@@ -64,3 +64,37 @@ def test_trainer_settings_reach_run_fn_typed_with_their_defaults():
     assert TrainerSettings.from_custom_config({}).train.checkpoint_steps == 100
     with pytest.raises(ValueError, match="unknown setting.*'checkpoint_step'"):
         TrainerSettings.from_custom_config({"train": {"checkpoint_step": 7}})
+
+
+def test_non_chief_waits_for_the_chiefs_saved_model(monkeypatch, tmp_path):
+    """TFX's Trainer executor fails a task whose serving model dir is missing when run_fn
+    returns: a worker returns only once the chief's SavedModel is there."""
+    import threading
+    import time
+
+    _tf_config(monkeypatch, {"chief": ["c:0"], "worker": ["a:1"]}, {"type": "worker", "index": 0})
+    serving = tmp_path / "Format-Serving"
+
+    def chief_saves():
+        time.sleep(0.5)
+        serving.mkdir()
+        (serving / "saved_model.pb").write_bytes(b"pb")
+
+    saver = threading.Thread(target=chief_saves)
+    started = time.monotonic()
+    saver.start()
+    distribute.wait_for_chief_export(str(serving), timeout=30, poll_seconds=0.05)
+    saver.join()
+    assert time.monotonic() - started >= 0.5 and (serving / "saved_model.pb").exists()
+
+
+def test_non_chief_gives_up_waiting_with_the_path(monkeypatch, tmp_path):
+    _tf_config(monkeypatch, {"chief": ["c:0"], "worker": ["a:1"]}, {"type": "worker", "index": 0})
+    with pytest.raises(RuntimeError, match="the chief did not write .*saved_model.pb within 0s"):
+        distribute.wait_for_chief_export(str(tmp_path / "missing"), timeout=0.2,
+                                         poll_seconds=0.05)
+
+
+def test_chief_does_not_wait(monkeypatch, tmp_path):
+    _tf_config(monkeypatch, {"chief": ["c:0"], "worker": ["a:1"]}, {"type": "chief", "index": 0})
+    distribute.wait_for_chief_export(str(tmp_path / "missing"), timeout=0)

@@ -165,14 +165,58 @@ def test_dataflow_args_run_workers_in_the_pipeline_image():
 
 
 @pytest.mark.parametrize("settings, message", [
-    (dict(beam_runner="DirectRunner"), "DirectRunner"),
     (dict(beam_runner="DataflowRunner", beam_temp_location="gs://b/t"), "dataflow_project"),
+    (dict(flink_master="f:1", spark_master_url="spark://s:7077"), "several Beam runners"),
     (dict(beam_runner="SparkRunner"), "spark_master_url"),
     (dict(beam_runner="FlinkRunner", flink_master="f:1", trainer_gpu_count=-1), "gpu_count"),
 ])
 def test_kubeflow_config_refuses_bad_settings(settings, message):
     with pytest.raises(ValueError, match=message):
         KubeflowConfig(image=IMAGE, **settings)
+
+
+@pytest.mark.parametrize("settings, runner_name", [
+    (dict(), "DirectRunner"),
+    (dict(dataflow_project="p", dataflow_region="r", beam_temp_location="gs://b/t"),
+     "DataflowRunner"),
+    (dict(flink_master="f:1"), "FlinkRunner"),
+    (dict(spark_master_url="spark://s:7077"), "SparkRunner"),
+    (dict(beam_runner="DirectRunner", flink_master="f:1"), "DirectRunner"),
+])
+def test_beam_runner_is_the_configured_distributed_runner_else_direct(settings, runner_name):
+    assert KubeflowConfig(image=IMAGE, **settings).beam_runner == runner_name
+
+
+def test_direct_runner_runs_one_process_per_cpu_of_the_pod():
+    args = runner.beam_pipeline_args(KubeflowConfig(image=IMAGE, component_cpu=3.5))
+    assert args == ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                    "--direct_num_workers=3"]
+    assert runner.direct_num_workers(0.5) == 1
+
+
+@pytest.mark.slow
+def test_compiles_without_beam_options_to_direct_runner_in_each_pod(tmp_path):
+    """The issue's command: no Beam options, storage on a PVC. DirectRunner runs inside each
+    Beam component's pod in multi-processing mode, one process per CPU the pod asks for."""
+    from siamese_tfx.pipeline.cli import main
+
+    path = str(tmp_path / "p.yaml")
+    assert main(["kubeflow", "compile", "--output", path, "--image", "IMG", "--pipeline-root",
+                 "/mnt/pvc/root", "--serving-dir", "/mnt/pvc/serving", "--image-root",
+                 "/mnt/pvc/data"]) == 0
+    spec = runner.load_spec(path)
+    defaults = KubeflowConfig()
+    for name in BEAM_COMPONENTS + (p.TRAINER,):
+        container = _container(spec, name)
+        cpu = defaults.trainer_cpu if name == p.TRAINER else defaults.component_cpu
+        assert container["resources"]["cpuLimit"] == cpu
+        assert container["args"][-3:] == [
+            "--runner=DirectRunner", "--direct_running_mode=multi_processing",
+            f"--direct_num_workers={int(cpu)}"], name
+    hook = _container(spec, p.EXAMPLE_GEN)["lifecycle"]["preCacheCheck"]["args"]
+    assert hook[-3:] == ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                         "--direct_num_workers=2"]
+    assert spec.default_pipeline_root == "/mnt/pvc/root"
 
 
 @pytest.mark.parametrize("field", ["pipeline_root", "serving_dir", "image_root"])
