@@ -12,7 +12,7 @@ from typing import Any
 
 from siamese_tfx.pipeline.config import PipelineConfig
 
-_SECTIONS = ("data", "image", "model", "train", "eval", "validation", "infra")
+_SECTIONS = ("data", "image", "model", "train", "eval", "validation", "infra", "serving_limits")
 _PATH_FIELDS = ("pipeline_root", "serving_dir")
 
 

@@ -64,6 +64,8 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 label_key=features.LABEL,
                 prediction_key=signatures.SIMILARITY,
                 preprocessing_function_names=[],
+                # The model refuses larger calls (ServingLimitsConfig.serving_max_batch_size).
+                inference_batch_size=config.serving_limits.serving_max_batch_size,
             )
         ],
         slicing_specs=[tfma.SlicingSpec()],
@@ -154,13 +156,7 @@ def create_pipeline(
         schema=schema,
         train_args=tfx.proto.TrainArgs(num_steps=config.train.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=config.train.calibration_steps),
-        custom_config={
-            "image": section_to_dict(config.image),
-            "model": section_to_dict(config.model),
-            "train": section_to_dict(config.train),
-            "seed": config.data.seed,
-            "model_name": config.model_name,
-        },
+        custom_config=config.trainer_settings().to_custom_config(),
     ).with_id(TRAINER)
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,

@@ -35,7 +35,8 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from siamese_tfx.components.contract import features
-from siamese_tfx.components.contract.config import ImageConfig, ModelConfig, TrainConfig, from_dict
+from siamese_tfx.components.contract.config import (ImageConfig, ModelConfig, TrainConfig,
+                                                    TrainerSettings)
 from siamese_tfx.components.trainer import (augment, calibration, class_batches, curves, distribute,
                                             export, heads)
 from siamese_tfx.components.trainer import model as model_lib
@@ -220,10 +221,9 @@ def restore_finished(backbone: keras.Model, directory: str) -> Optional[dict[str
 
 # TFX Trainer calls this.
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    image = from_dict(ImageConfig, fn_args.custom_config["image"])
-    model_cfg = from_dict(ModelConfig, fn_args.custom_config["model"])
-    train_cfg = from_dict(TrainConfig, fn_args.custom_config["train"])
-    seed = fn_args.custom_config.get("seed", 0)
+    settings = TrainerSettings.from_custom_config(fn_args.custom_config)
+    image, model_cfg, train_cfg = settings.image, settings.model, settings.train
+    seed = settings.seed
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 
     # Settings still to be added to TrainConfig are read from the raw section, with defaults.
@@ -302,9 +302,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     # temporary directory (saving may need every worker) and delete it.
     export_dir = distribute.write_dir(fn_args.serving_model_dir)
     export.export_model(siamese, backbone, tf_transform_output, result["threshold"],
-                        model_cfg.margin, export_dir, image,
-                        fn_args.custom_config["model_name"],
-                        distance_scale=heads.distance_scale(model_cfg.head, model_cfg.margin))
+                        model_cfg.margin, export_dir, image, settings.model_name,
+                        distance_scale=heads.distance_scale(model_cfg.head, model_cfg.margin),
+                        limits=settings.serving_limits)
     distribute.discard(export_dir, fn_args.serving_model_dir)
     if distribute.is_chief():
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, METRICS_FILE), "w") as f:

@@ -58,3 +58,22 @@ def test_unknown_and_invalid_settings_are_refused():
         DataConfig(eval_class_fraction=1.0)
     with pytest.raises(SystemExit):
         _parser().parse_args(["--backbone", "no_such_backbone"])
+
+
+def test_serving_limits_reach_the_trainer_and_the_evaluator():
+    from siamese_tfx.components.contract.config import ServingLimitsConfig, TrainerSettings
+    from siamese_tfx.pipeline.pipeline import make_eval_config
+
+    args = _parser().parse_args(["--serving-max-image-pixels", "1000000",
+                                 "--serving-max-batch-size", "64"])
+    config = commands.config_from_args(args, PipelineConfig())
+
+    # The Trainer's custom_config, as TFX hands it to run_fn (JSON).
+    custom_config = json.loads(json.dumps(config.trainer_settings().to_custom_config()))
+    settings = TrainerSettings.from_custom_config(custom_config)
+    assert settings.serving_limits == ServingLimitsConfig(serving_max_image_pixels=1_000_000,
+                                                          serving_max_batch_size=64)
+    assert config.data.max_image_pixels == DataConfig().max_image_pixels  # ingestion's own
+    assert make_eval_config(config).model_specs[0].inference_batch_size == 64
+    with pytest.raises(ValueError, match="serving_max_batch_size must be >= 1"):
+        ServingLimitsConfig(serving_max_batch_size=0)
