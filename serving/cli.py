@@ -60,6 +60,10 @@ def register(subparsers: Any) -> None:
         "--max-message-mb", type=int, default=64, help="Largest request or response, in MiB."
     )
     serve.add_argument(
+        "--max-batch-size", type=int, default=1024,
+        help="Largest batch one Predict request may carry (INVALID_ARGUMENT above it).",
+    )
+    serve.add_argument(
         "--no-warmup",
         action="store_true",
         help="Do not replay assets.extra/tf_serving_warmup_requests before serving a version.",
@@ -200,6 +204,7 @@ def run_serve(args: argparse.Namespace) -> int:
             warmup=not args.no_warmup,
             tls=tls,
             grace_s=args.grace,
+            max_batch_size=args.max_batch_size,
         )
     except ValueError as e:
         return _fail(str(e), 2)

@@ -69,6 +69,12 @@ class ServerConfig:
         warmup: Replay a version's `assets.extra/tf_serving_warmup_requests` before serving it.
         tls: Serve over TLS (None: plaintext).
         grace_s: On stop, how long requests in flight may take to finish.
+        max_batch_size: Largest batch (first dimension of an input) a Predict request may
+            carry; larger ones get INVALID_ARGUMENT before anything runs. The exported model
+            also refuses batches above its own limit (ServingLimitsConfig).
+        batch_chunk_size: Predict requests with larger batches run in chunks of this many; before
+            each chunk the server checks that the client still waits, so a request cancelled
+            or past its deadline stops there and frees its worker.
     """
 
     model_base: str
@@ -83,6 +89,8 @@ class ServerConfig:
     warmup: bool = True
     tls: TlsConfig | None = None
     grace_s: float = 5.0
+    max_batch_size: int = 1024
+    batch_chunk_size: int = 32
 
     def __post_init__(self) -> None:
         if self.poll_interval_s <= 0:
@@ -93,16 +101,33 @@ class ServerConfig:
             raise ValueError("max_message_bytes must be >= 1024")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be in [0, 65535]")
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if self.batch_chunk_size < 1:
+            raise ValueError("batch_chunk_size must be >= 1")
+
+
+def _interruption(context: grpc.ServicerContext) -> ServingStatusError | None:
+    """Why the request's work should stop now (its deadline passed, or the client cancelled
+    it), or None while its client still waits for the answer."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return ServingStatusError(
+            grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed before the server "
+            "could run (the rest of) it")
+    if not context.is_active():
+        return ServingStatusError(
+            grpc.StatusCode.CANCELLED, "the client cancelled the request before the server "
+            "could run (the rest of) it")
+    return None
 
 
 def _answer(context: grpc.ServicerContext, handler: Callable[[], T]) -> T:
-    """Runs `handler`, turning its ServingStatusError (or a crash) into the call's status."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        context.abort(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            "the request's deadline passed before the server could run it",
-        )
+    """Runs `handler` unless the request's deadline passed or its client cancelled it while it
+    waited for a worker, turning its ServingStatusError (or a crash) into the call's status."""
+    stop = _interruption(context)
+    if stop is not None:
+        context.abort(stop.code, stop.message)
     try:
         return handler()
     except ServingStatusError as e:
@@ -147,7 +172,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             self._check_model(request.model_spec)
             loaded = self._manager.get(_version_of(request.model_spec))
             signature_name = request.model_spec.signature_name or signatures.SERVING_DEFAULT
-            outputs = loaded.predict(signature_name, request.inputs, request.output_filter)
+            outputs = loaded.predict(signature_name, request.inputs, request.output_filter,
+                                     interrupted=lambda: _interruption(context))
             response = predict_pb2.PredictResponse()
             response.model_spec.name = loaded.model_name
             response.model_spec.version.value = loaded.version
@@ -299,6 +325,8 @@ def start_server(config: ServerConfig) -> ServingServer:
         num_versions=config.num_versions,
         warmup=config.warmup,
         on_change=on_change,
+        max_batch_size=config.max_batch_size,
+        batch_chunk_size=config.batch_chunk_size,
     )
     on_change()
     manager.poll(settle=False)
