@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from siamese_tfx.components.contract.config import (DataConfig, EvalConfig, ImageConfig,
-                                                    InfraValidationConfig, ModelConfig, TrainConfig,
+                                                    InfraValidationConfig, ModelConfig,
+                                                    ServingLimitsConfig, TrainConfig,
                                                     TrainerSettings, ValidationConfig, from_dict,
                                                     option)
 
@@ -37,6 +38,7 @@ class PipelineConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     infra: InfraValidationConfig = field(default_factory=InfraValidationConfig)
+    serving_limits: ServingLimitsConfig = field(default_factory=ServingLimitsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -51,4 +53,5 @@ class PipelineConfig:
     def trainer_settings(self) -> TrainerSettings:
         """What the Trainer's run_fn receives (its custom_config)."""
         return TrainerSettings(image=self.image, model=self.model, train=self.train,
-                               seed=self.data.seed, model_name=self.model_name)
+                               serving_limits=self.serving_limits, seed=self.data.seed,
+                               model_name=self.model_name)

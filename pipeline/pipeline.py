@@ -64,6 +64,8 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 label_key=features.LABEL,
                 prediction_key=signatures.SIMILARITY,
                 preprocessing_function_names=[],
+                # The model refuses larger calls (ServingLimitsConfig.serving_max_batch_size).
+                inference_batch_size=config.serving_limits.serving_max_batch_size,
             )
         ],
         slicing_specs=[tfma.SlicingSpec()],

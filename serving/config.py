@@ -50,6 +50,14 @@ class ServerConfig:
     tls: TlsConfig | None = None  # Serve over TLS (None: plaintext).
     grace_s: float = option(5.0, "Seconds requests in flight get on shutdown.",
                             flags=("--grace",))
+    max_batch_size: int = option(
+        1024, "Largest batch (first dimension of an input) a Predict request may carry; larger "
+        "ones get INVALID_ARGUMENT before anything runs. The exported model also refuses "
+        "batches above its own limit (ServingLimitsConfig).")
+    batch_chunk_size: int = option(
+        32, "Predict requests with larger batches run in chunks of this many; before each chunk "
+        "the server checks that the client still waits, so a request cancelled or past its "
+        "deadline stops there and frees its worker.")
 
     def __post_init__(self) -> None:
         check(bool(self.model_base), "model_base is required")
@@ -57,3 +65,5 @@ class ServerConfig:
         check(self.max_workers >= 1, "max_workers must be >= 1")
         check(self.max_message_bytes >= 1024, "max_message_bytes must be >= 1024")
         check(0 <= self.port <= 65535, "port must be in [0, 65535]")
+        check(self.max_batch_size >= 1, "max_batch_size must be >= 1")
+        check(self.batch_chunk_size >= 1, "batch_chunk_size must be >= 1")

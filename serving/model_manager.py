@@ -5,6 +5,13 @@ version fully (and replays its `assets.extra/tf_serving_warmup_requests`) while 
 serving, then swaps the set of served versions in one assignment, so a request in flight keeps the
 version it started with. A version that fails to load is reported in its status and the versions
 already loaded keep serving. Every request runs the SavedModel's own signature functions.
+
+Requests are checked before any tensor is built: each TensorProto must carry exactly the values
+its shape declares (TensorFlow would repeat one value to fill 20,000), and no batch may exceed
+`max_batch_size`. A large batch runs in chunks of `batch_chunk_size`, asking the caller between
+chunks whether to go on, so a cancelled request or one whose deadline passed frees its worker.
+Version folders are named like TF Serving's: ASCII digits that fit an int64; anything else in the
+model folder is logged once and ignored.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
@@ -29,6 +37,13 @@ logger = logging.getLogger(__name__)
 
 # TF Serving replays at most this many warmup records per version.
 MAX_WARMUP_RECORDS = 1000
+# Version folder names, as TF Serving reads them: ASCII digits (str.isdigit() also takes "²").
+_VERSION_NAME = re.compile(r"[0-9]+")
+_MAX_VERSION = 2**63 - 1  # versions are int64 in TF Serving's protos
+# Values per element of a TensorProto's typed field (complex numbers take two).
+_COMPLEX_FIELDS = ("scomplex_val", "dcomplex_val")
+_VALUE_FIELDS = ("half_val", "float_val", "double_val", "int_val", "string_val", "int64_val",
+                 "bool_val", "uint32_val", "uint64_val", *_COMPLEX_FIELDS)
 
 State = get_model_status_pb2.ModelVersionStatus.State
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -75,6 +90,39 @@ def _shape_text(shape: Sequence[int] | None) -> str:
     return "<unknown>" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
 
 
+def _value_count_problem(proto: tensor_pb2.TensorProto) -> str | None:
+    """What is wrong with the number of values `proto` carries for its shape (None: nothing),
+    read from the message alone, before anything is converted."""
+    shape = [d.size for d in proto.tensor_shape.dim]
+    if any(d < 0 for d in shape):
+        return f"its shape {_shape_text(shape)} has a negative dimension"
+    expected = 1
+    for d in shape:
+        expected *= d
+    if proto.tensor_content:
+        try:
+            item_bytes = tf.dtypes.as_dtype(proto.dtype).size
+        except TypeError:
+            return None  # make_ndarray names the dtype it cannot read
+        if len(proto.tensor_content) == expected * item_bytes:
+            return None
+        return (f"it carries {len(proto.tensor_content)} bytes of tensor_content but its shape "
+                f"{_shape_text(shape)} needs {expected} values of {item_bytes} bytes")
+    carried = sum(len(getattr(proto, name)) // (2 if name in _COMPLEX_FIELDS else 1)
+                  for name in _VALUE_FIELDS)
+    if carried == expected:
+        return None
+    return (f"it holds {carried} value(s) but its shape {_shape_text(shape)} declares "
+            f"{expected}; send every value (this server does not repeat the last one to fill "
+            "the shape)")
+
+
+def is_version_name(name: str) -> bool:
+    """Whether a folder name is a version number, as TF Serving reads them: ASCII digits that
+    fit an int64."""
+    return _VERSION_NAME.fullmatch(name) is not None and int(name) <= _MAX_VERSION
+
+
 @dataclass(frozen=True)
 class VersionStatus:
     """One version's state, as GetModelStatus reports it."""
@@ -104,12 +152,21 @@ def read_signature_defs(saved_model_dir: str) -> dict[str, meta_graph_pb2.Signat
 
 
 class LoadedVersion:
-    """One loaded SavedModel version: its signature functions and their SignatureDefs."""
+    """One loaded SavedModel version: its signature functions and their SignatureDefs.
 
-    def __init__(self, model_name: str, version: int, path: str) -> None:
+    Args:
+        max_batch_size: Largest batch (first dimension of an input) a request may carry; None:
+            no limit but the model's own.
+        batch_chunk_size: Batches larger than this run in chunks of it (None: in one call).
+    """
+
+    def __init__(self, model_name: str, version: int, path: str, *,
+                 max_batch_size: int | None = None, batch_chunk_size: int | None = None) -> None:
         self.model_name = model_name
         self.version = version
         self.path = path
+        self.max_batch_size = max_batch_size
+        self.batch_chunk_size = batch_chunk_size
         self.signature_defs = read_signature_defs(path)
         self._model = tf.saved_model.load(path)
         self._functions = dict(self._model.signatures)
@@ -124,12 +181,17 @@ class LoadedVersion:
         signature_name: str,
         inputs: Mapping[str, tensor_pb2.TensorProto],
         output_filter: Iterable[str] = (),
+        interrupted: Callable[[], ServingStatusError | None] | None = None,
     ) -> dict[str, tensor_pb2.TensorProto]:
         """Runs one signature on TensorProto inputs after checking them against its SignatureDef.
 
+        Args:
+            interrupted: Asked before each chunk of a large batch; the error it returns (e.g.
+                CANCELLED once the client has gone) stops the request there.
         Raises:
             ServingStatusError: FAILED_PRECONDITION for an unknown signature, INVALID_ARGUMENT for
-                inputs that do not match it or that the model rejects (e.g. an undecodable image).
+                inputs that do not match it, that are larger than max_batch_size, or that the
+                model rejects (e.g. an undecodable image); the error `interrupted` returned.
         """
         signature_name = signature_name or signatures.SERVING_DEFAULT
         signature = self.signature_defs.get(signature_name)
@@ -149,14 +211,49 @@ class LoadedVersion:
                 f"output tensor alias(es) {unknown} not found in signature {signature_name!r}; "
                 f"its outputs are {sorted(signature.outputs)}",
             )
+        names = wanted or list(signature.outputs)
+        chunks = self._chunks(signature, tensors)
+        if not chunks:
+            outputs = self._call(function, tensors)
+            return {name: tf.make_tensor_proto(outputs[name].numpy()) for name in names}
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for index, (start, end) in enumerate(chunks):
+            stop = interrupted() if interrupted is not None else None
+            if stop is not None:
+                logger.info("Stopped %s request to %s version %d after %d of %d chunks: %s",
+                            signature_name, self.model_name, self.version, index, len(chunks),
+                            stop.message)
+                raise stop
+            outputs = self._call(function, {k: v[start:end] for k, v in tensors.items()})
+            for name in names:
+                parts[name].append(outputs[name].numpy())
+        return {name: tf.make_tensor_proto(np.concatenate(parts[name])) for name in names}
+
+    @staticmethod
+    def _call(function: Callable[..., dict[str, tf.Tensor]],
+              tensors: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         try:
-            outputs = function(**tensors)
+            return function(**tensors)
         except tf.errors.OpError as e:
             raise ServingStatusError(grpc_code_from_tf(e), _short_tf_message(e)) from e
         except (TypeError, ValueError) as e:
             raise ServingStatusError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from e
-        names = wanted or list(outputs)
-        return {name: tf.make_tensor_proto(outputs[name].numpy()) for name in names}
+
+    def _chunks(self, signature: meta_graph_pb2.SignatureDef,
+                tensors: Mapping[str, tf.Tensor]) -> list[tuple[int, int]]:
+        """[start, end) chunks of the batch when it is larger than batch_chunk_size and every
+        input and output of the signature is batch-major (first dimension -1), else []."""
+        chunk = self.batch_chunk_size
+        batch_sizes = {int(t.shape[0]) if t.shape.rank else None for t in tensors.values()}
+        if chunk is None or len(batch_sizes) != 1 or None in batch_sizes:
+            return []  # inputs of differing batch sizes go to the model whole, to refuse them
+        (size,) = batch_sizes
+        infos = list(signature.inputs.values()) + list(signature.outputs.values())
+        batch_major = all(not i.tensor_shape.unknown_rank and i.tensor_shape.dim
+                          and i.tensor_shape.dim[0].size == -1 for i in infos)
+        if size <= chunk or not batch_major:
+            return []
+        return [(start, min(start + chunk, size)) for start in range(0, size, chunk)]
 
     def _check_inputs(
         self,
@@ -183,6 +280,21 @@ class LoadedVersion:
                     f"{_dtype_name(info.dtype)} but {_dtype_name(proto.dtype)} was sent",
                 )
             sent_shape = [d.size for d in proto.tensor_shape.dim]
+            problem = _value_count_problem(proto)
+            if problem is not None:
+                raise ServingStatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input {name!r} of signature {signature_name!r} is not a valid tensor: "
+                    f"{problem}",
+                )
+            if self.max_batch_size is not None and sent_shape and (
+                    sent_shape[0] > self.max_batch_size):
+                raise ServingStatusError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"input {name!r} of signature {signature_name!r} holds a batch of "
+                    f"{sent_shape[0]}, above this server's max_batch_size of "
+                    f"{self.max_batch_size}; send at most {self.max_batch_size} per request",
+                )
             if not info.tensor_shape.unknown_rank:
                 want_shape = [d.size for d in info.tensor_shape.dim]
                 fits = len(sent_shape) == len(want_shape) and all(
@@ -201,12 +313,6 @@ class LoadedVersion:
                 raise ServingStatusError(
                     grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} is not a valid tensor: {e}"
                 ) from e
-            if list(array.shape) != sent_shape:
-                raise ServingStatusError(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"input {name!r} holds {array.size} values but its shape is "
-                    f"{_shape_text(sent_shape)}",
-                )
             tensors[name] = tf.constant(array, dtype=tf.dtypes.as_dtype(info.dtype))
         return tensors
 
@@ -266,6 +372,8 @@ class ModelManager:
             version policy; 1 is its default).
         warmup: Replay `assets.extra/tf_serving_warmup_requests` before serving a version.
         on_change: Called (without arguments) after the set of served versions changed.
+        max_batch_size: Largest batch a request may carry (None: no limit but the model's).
+        batch_chunk_size: Larger batches run in chunks of this many (None: in one call).
     """
 
     def __init__(
@@ -276,6 +384,8 @@ class ModelManager:
         num_versions: int = 1,
         warmup: bool = True,
         on_change: Callable[[], None] | None = None,
+        max_batch_size: int | None = None,
+        batch_chunk_size: int | None = None,
     ) -> None:
         if num_versions < 1:
             raise ValueError("num_versions must be >= 1")
@@ -283,7 +393,10 @@ class ModelManager:
         self.model_dir = os.path.join(model_base, model_name)
         self.num_versions = num_versions
         self.warmup = warmup
+        self.max_batch_size = max_batch_size
+        self.batch_chunk_size = batch_chunk_size
         self._on_change = on_change
+        self._ignored_names: set[str] = set()
         self._served: dict[int, LoadedVersion] = {}
         self._statuses: dict[int, VersionStatus] = {}
         self._failed: dict[int, tuple] = {}
@@ -348,13 +461,24 @@ class ModelManager:
             self._statuses[status.version] = status
 
     def _scan(self) -> dict[int, str]:
-        """Numeric version folders that hold a saved_model.pb."""
+        """Version folders (named by `is_version_name`) that hold a saved_model.pb. Other
+        folders are logged once each and ignored, as are further names of a version already
+        found ("7" and "007": the first in sorted order is the version)."""
         if not os.path.isdir(self.model_dir):
             return {}
-        found = {}
-        for name in os.listdir(self.model_dir):
+        found: dict[int, str] = {}
+        for name in sorted(os.listdir(self.model_dir)):
             path = os.path.join(self.model_dir, name)
-            if name.isdigit() and os.path.isfile(os.path.join(path, "saved_model.pb")):
+            if not os.path.isdir(path):
+                continue
+            if not is_version_name(name) or int(name) in found:
+                if name not in self._ignored_names:
+                    self._ignored_names.add(name)
+                    logger.warning(
+                        "Ignoring %s: not a version folder of %s (versions are named by ASCII "
+                        "digits that fit an int64, each version once)", path, self.model_name)
+                continue
+            if os.path.isfile(os.path.join(path, "saved_model.pb")):
                 found[int(name)] = path
         return found
 
@@ -402,7 +526,9 @@ class ModelManager:
         logger.info("Loading %s version %d from %s", self.model_name, version, path)
         started = time.monotonic()
         try:
-            loaded = LoadedVersion(self.model_name, version, path)
+            loaded = LoadedVersion(self.model_name, version, path,
+                                   max_batch_size=self.max_batch_size,
+                                   batch_chunk_size=self.batch_chunk_size)
             replayed = loaded.replay_warmup() if self.warmup else 0
         except ServingStatusError as e:
             return self._load_failed(version, fingerprint, e.code, e.message)

@@ -36,14 +36,27 @@ T = TypeVar("T")
 HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 
 
-def _answer(context: grpc.ServicerContext, handler: Callable[[], T]) -> T:
-    """Runs `handler`, turning its ServingStatusError (or a crash) into the call's status."""
+def _interruption(context: grpc.ServicerContext) -> ServingStatusError | None:
+    """Why the request's work should stop now (its deadline passed, or the client cancelled
+    it), or None while its client still waits for the answer."""
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:
-        context.abort(
-            grpc.StatusCode.DEADLINE_EXCEEDED,
-            "the request's deadline passed before the server could run it",
-        )
+        return ServingStatusError(
+            grpc.StatusCode.DEADLINE_EXCEEDED, "the request's deadline passed before the server "
+            "could run (the rest of) it")
+    if not context.is_active():
+        return ServingStatusError(
+            grpc.StatusCode.CANCELLED, "the client cancelled the request before the server "
+            "could run (the rest of) it")
+    return None
+
+
+def _answer(context: grpc.ServicerContext, handler: Callable[[], T]) -> T:
+    """Runs `handler` unless the request's deadline passed or its client cancelled it while it
+    waited for a worker, turning its ServingStatusError (or a crash) into the call's status."""
+    stop = _interruption(context)
+    if stop is not None:
+        context.abort(stop.code, stop.message)
     try:
         return handler()
     except ServingStatusError as e:
@@ -88,7 +101,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             self._check_model(request.model_spec)
             loaded = self._manager.get(_version_of(request.model_spec))
             signature_name = request.model_spec.signature_name or signatures.SERVING_DEFAULT
-            outputs = loaded.predict(signature_name, request.inputs, request.output_filter)
+            outputs = loaded.predict(signature_name, request.inputs, request.output_filter,
+                                     interrupted=lambda: _interruption(context))
             response = predict_pb2.PredictResponse()
             response.model_spec.name = loaded.model_name
             response.model_spec.version.value = loaded.version
@@ -240,6 +254,8 @@ def start_server(config: ServerConfig) -> ServingServer:
         num_versions=config.num_versions,
         warmup=config.warmup,
         on_change=on_change,
+        max_batch_size=config.max_batch_size,
+        batch_chunk_size=config.batch_chunk_size,
     )
     on_change()
     manager.poll(settle=False)

@@ -318,6 +318,33 @@ class InfraValidationConfig:
         check(self.infra_tolerance >= 0, "infra_tolerance must be >= 0")
 
 
+@dataclass(frozen=True)
+class ServingLimitsConfig:
+    """What the served model accepts from a client. The Trainer stores these limits in the
+    exported SavedModel, beside its threshold, and its signatures check them in the graph before
+    decoding anything, so TF Serving enforces them too (INVALID_ARGUMENT naming the limit)."""
+
+    serving_max_image_pixels: int = option(
+        16_777_216,
+        "Largest image the served model decodes, in pixels (width x height, read from the "
+        "PNG/JPEG/GIF/BMP header before decoding; a GIF's frames count too). Decoding takes "
+        "about 15 bytes per pixel, so this bounds the memory one image of a request can take "
+        "(decompression bombs). Separate from --max-image-pixels, which bounds the training "
+        "data at ingestion. Default 4096 x 4096.",
+    )
+    serving_max_image_bytes: int = option(
+        16 * 1024 * 1024, "Largest encoded image the served model accepts, in bytes."
+    )
+    serving_max_batch_size: int = option(
+        1024,
+        "Most images (embed) or pairs (compare, serving_default) one call of the served model "
+        "takes; the Evaluator sends its batches at this size.",
+    )
+
+    def __post_init__(self) -> None:
+        check(self.serving_max_image_pixels >= 1, "serving_max_image_pixels must be >= 1")
+        check(self.serving_max_image_bytes >= 64, "serving_max_image_bytes must be >= 64")
+        check(self.serving_max_batch_size >= 1, "serving_max_batch_size must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -327,6 +354,7 @@ class TrainerSettings:
     image: ImageConfig = field(default_factory=ImageConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    serving_limits: ServingLimitsConfig = field(default_factory=ServingLimitsConfig)
     seed: int = 0  # the pipeline's seed (DataConfig.seed): training seeds start here
     model_name: str = "siamese"  # the name the model is served under (its warmup requests)
 

@@ -29,3 +29,8 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 # Attributes of the exported model (tf.saved_model.load(path).<name>) that describe how it
 # decides and what it accepts; readers (describe, quality tools) use these names.
 THRESHOLD_ATTR = "match_threshold"  # float32 variable: the calibrated match threshold
+# int64 variables: the limits the serving signatures enforce in the graph, before decoding.
+MAX_IMAGE_PIXELS_ATTR = "max_image_pixels"  # width x height, read from each image's header
+MAX_IMAGE_BYTES_ATTR = "max_image_bytes"  # encoded bytes of each image
+MAX_BATCH_SIZE_ATTR = "max_batch_size"  # images (embed) or pairs (compare, serving_default)
+LIMIT_ATTRS = (MAX_IMAGE_PIXELS_ATTR, MAX_IMAGE_BYTES_ATTR, MAX_BATCH_SIZE_ATTR)

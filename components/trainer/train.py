@@ -348,7 +348,8 @@ def export_and_record(run: TrainingRun, siamese: keras.Model, backbone: keras.Mo
     export.export_model(siamese, backbone, run.tf_transform_output, result["threshold"],
                         settings.model.margin, export_dir, settings.image, settings.model_name,
                         distance_scale=heads.distance_scale(settings.model.head,
-                                                            settings.model.margin))
+                                                            settings.model.margin),
+                        limits=settings.serving_limits)
     distribute.discard(export_dir, fn_args.serving_model_dir)
     distribute.wait_for_chief_export(fn_args.serving_model_dir)
     if distribute.is_chief():

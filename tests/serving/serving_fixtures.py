@@ -2,12 +2,14 @@
 
 The models have exactly the pushed model's signatures (`serving_default`, `compare`, `embed`), with
 decoding and resizing inside the model, and a fixed random projection as the embedding.
+`build_exported_model` writes the Trainer's real export instead (its input checks included).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -110,6 +112,33 @@ def build_model(export_dir: str, seed: int, threshold: float = 1.0,
             if name in signatures
         },
     )
+    return export_dir
+
+
+def build_exported_model(export_dir: str, model_name: str, work_dir: str) -> str:
+    """The Trainer's own export (export.export_model) of an untrained small_conv Siamese model:
+    the real Transform graph (preprocessing_fn through tf.Transform, in `work_dir`), the
+    exported signatures with their input checks and the default ServingLimitsConfig, and its
+    warmup requests. Tens of seconds on 2 cores."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from siamese_tfx.components.contract.config import ImageConfig, ModelConfig
+    from siamese_tfx.components.trainer import export, heads, train
+
+    # The Transform graph helper of the model tests (tests/model/model_fixtures.py).
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "model"))
+    import model_fixtures
+
+    image = ImageConfig(height=IMAGE_SIZE, width=IMAGE_SIZE, channels=1)
+    graph = model_fixtures.write_transform_graph(os.path.join(work_dir, "transform"), image)
+    model_cfg = ModelConfig(backbone="small_conv", embedding_dim=EMBEDDING_DIM)
+    tf.keras.utils.set_random_seed(0)
+    siamese, backbone, _ = train.compile_for_training(
+        tf.distribute.get_strategy(), image, model_cfg, 1e-3)
+    export.export_model(siamese, backbone, tft.TFTransformOutput(graph), 0.5, model_cfg.margin,
+                        export_dir, image, model_name,
+                        heads.distance_scale(model_cfg.head, model_cfg.margin))
     return export_dir
 
 

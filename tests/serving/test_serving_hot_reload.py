@@ -7,6 +7,7 @@ when SIAMESE_TFX_SERVING_ADDRESS points the suite at a remote server).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -153,6 +154,34 @@ def test_a_fixed_version_folder_is_loaded_again(writable_base):
         _wait_for(lambda: server.manager.served_versions() == [2], "the fixed version 2")
         assert _states(client)[2].state == "AVAILABLE"
         assert _states(client)[2].error_code == "OK"
+
+
+@pytest.mark.parametrize("folder", ["99999999999999999999", "\u00b2"], ids=["int64_overflow",
+                                                                         "superscript_two"])
+def test_folders_that_are_not_versions_are_ignored_and_logged_once(
+    writable_base, images, folder, caplog
+):
+    """TF Serving's versions are ASCII-digit names that fit an int64: a valid model in a folder
+    named 99999999999999999999 (past int64) or "\u00b2" (str.isdigit() takes it) is no version."""
+    caplog.set_level(logging.INFO, logger="siamese_tfx.serving")
+    newest = max(writable_base.models.versions)
+    writable_base.push(newest, 1)
+    model_dir = os.path.join(writable_base.path, writable_base.models.model_name)
+    shutil.copytree(writable_base.models.versions[newest], os.path.join(model_dir, folder))
+
+    with _start(writable_base) as server:  # a fresh start with the folder there
+        client = SiameseClient(server.address, writable_base.models.model_name, timeout=30.0)
+        assert client.compare(images[0], images[0]).match and client.last_version == 1
+        assert [s.version for s in client.status()] == [1]
+
+        writable_base.push(newest, 2)  # hot reload goes on
+        _wait_for(lambda: server.manager.served_versions() == [2], "version 2")
+        time.sleep(1.0)  # a few more polls of the folder
+        assert client.compare(images[0], images[0]).match and client.last_version == 2
+        assert [(s.version, s.state) for s in client.status()] == [(2, "AVAILABLE"), (1, "END")]
+
+    ignored = [r for r in caplog.records if "not a version folder" in r.getMessage()]
+    assert len(ignored) == 1 and folder in ignored[0].getMessage()
 
 
 def test_server_waits_for_a_first_version(writable_base):

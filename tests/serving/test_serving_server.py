@@ -17,12 +17,16 @@ class _Aborted(Exception):
 
 
 class _FakeContext:
-    def __init__(self, remaining: float | None) -> None:
+    def __init__(self, remaining: float | None, active: bool = True) -> None:
         self.remaining = remaining
+        self.active = active
         self.aborted: tuple[grpc.StatusCode, str] | None = None
 
     def time_remaining(self) -> float | None:
         return self.remaining
+
+    def is_active(self) -> bool:
+        return self.active
 
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         self.aborted = (code, details)
@@ -38,6 +42,17 @@ def test_request_whose_deadline_passed_in_the_queue_is_not_run():
 
     assert ran == []
     assert context.aborted[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_request_cancelled_in_the_queue_is_not_run():
+    context = _FakeContext(remaining=5.0, active=False)
+    ran = []
+
+    with pytest.raises(_Aborted):
+        _answer(context, lambda: ran.append(1))
+
+    assert ran == []
+    assert context.aborted[0] == grpc.StatusCode.CANCELLED
 
 
 def test_a_crash_in_a_handler_answers_internal():
@@ -56,7 +71,8 @@ def test_handler_result_is_returned_within_its_deadline():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"poll_interval_s": 0}, {"max_workers": 0}, {"max_message_bytes": 10}, {"port": 70000}],
+    [{"poll_interval_s": 0}, {"max_workers": 0}, {"max_message_bytes": 10}, {"port": 70000},
+     {"max_batch_size": 0}, {"batch_chunk_size": 0}],
 )
 def test_config_rejects_nonsense(overrides):
     with pytest.raises(ValueError):

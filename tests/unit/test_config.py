@@ -95,3 +95,22 @@ def test_one_generator_serves_the_server_and_kubeflow_settings():
     assert server.model_name == ServerConfig.model_name  # not given: the default
     kf = options.config_from_args(args, KubeflowConfig, "kubeflow")
     assert kf.flink_master == "f:8081" and kf.beam_extra_args == ("--a=1", "--b=2")
+
+
+def test_serving_limits_reach_the_trainer_and_the_evaluator():
+    from siamese_tfx.components.contract.config import ServingLimitsConfig, TrainerSettings
+    from siamese_tfx.pipeline.pipeline import make_eval_config
+
+    args = _parser().parse_args(["--serving-max-image-pixels", "1000000",
+                                 "--serving-max-batch-size", "64"])
+    config = commands.config_from_args(args, PipelineConfig())
+
+    # The Trainer's custom_config, as TFX hands it to run_fn (JSON).
+    custom_config = json.loads(json.dumps(config.trainer_settings().to_custom_config()))
+    settings = TrainerSettings.from_custom_config(custom_config)
+    assert settings.serving_limits == ServingLimitsConfig(serving_max_image_pixels=1_000_000,
+                                                          serving_max_batch_size=64)
+    assert config.data.max_image_pixels == DataConfig().max_image_pixels  # ingestion's own
+    assert make_eval_config(config).model_specs[0].inference_batch_size == 64
+    with pytest.raises(ValueError, match="serving_max_batch_size must be >= 1"):
+        ServingLimitsConfig(serving_max_batch_size=0)
