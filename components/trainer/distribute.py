@@ -171,7 +171,3 @@ def wait_for_chief_export(serving_model_dir: str,
         if time.monotonic() > deadline:
             raise RuntimeError(f"the chief did not write {target} within {timeout:.0f}s")
         time.sleep(poll_seconds)
-
-
-def checkpoint_steps(train: Mapping[str, Any], default: Optional[int] = None) -> int:
-    return int(train.get("checkpoint_steps", 0) or default or DEFAULT_CHECKPOINT_STEPS)
