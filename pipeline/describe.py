@@ -79,6 +79,11 @@ def stored_values(loaded: Any) -> dict[str, float]:
     return values
 
 
+def _number(value: float) -> str:
+    """An integer limit in full (16777216, not 1.67772e+07); any other value in 6 digits."""
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
+
+
 def embedding_size(loaded: Any) -> Optional[int]:
     """The width of the `embed` signature's output, when the model has it with a static size."""
     if signatures.EMBED not in loaded.signatures:
@@ -105,7 +110,7 @@ def describe_model(path: str, diagram: str = "") -> tuple[list[str], Optional[st
     lines.append("Match threshold: " + ("not stored" if threshold is None else
                                         f"{threshold:.6g} (match: distance <= threshold)"))
     lines.append("Other values stored in the model (pixel and batch limits, when it has them): "
-                 + (", ".join(f"{name} = {value:g}" for name, value in values.items())
+                 + (", ".join(f"{name} = {_number(value)}" for name, value in values.items())
                     or "none"))
     size = embedding_size(loaded)
     lines.append(f"Embedding size: {size if size is not None else 'unknown'}")

@@ -15,8 +15,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from PIL import Image
 
-from siamese_tfx.components.contract import features
-from siamese_tfx.components.contract.config import ImageConfig, ModelConfig
+from siamese_tfx.components.contract import features, signatures
+from siamese_tfx.components.contract.config import ImageConfig, ModelConfig, ServingLimitsConfig
 from siamese_tfx.components.trainer import describe, export, heads
 from siamese_tfx.components.trainer import model as model_lib
 from siamese_tfx.pipeline import cli
@@ -136,10 +136,10 @@ def test_ensemble_lists_each_members_backbone_and_draws_each(tmp_path):
 def test_trainer_output_holds_the_summary_the_diagrams_and_a_summary_line(tmp_path,
                                                                          transform_graph):
     siamese, backbone = _network(True)
-    # Described after the export, as run_fn does: the Transform layer and the threshold variable
-    # the exporter attaches to the model are neither counted nor drawn.
+    # Described after the export, as run_fn does: the Transform layer, the threshold and the
+    # serving limits the exporter attaches to the model are neither counted nor drawn.
     _export(siamese, backbone, transform_graph, tmp_path / "model")
-    assert siamese.count_params() == backbone.count_params() + 1  # the threshold
+    assert siamese.count_params() == backbone.count_params() + 1 + len(signatures.LIMIT_ATTRS)
     run_dir = str(tmp_path / "model_run")
     description = describe.write_description(siamese, run_dir)
 
@@ -205,7 +205,11 @@ def test_describe_reads_the_exported_model_and_tells_siamese_from_pseudo_siamese
         assert f"  embed(image: string[?]) -> embedding: float32[?, {DIM}]" in out
         assert "  serving_default(examples: string[?]) -> distance: float32[?]" in out
         assert f"Embedding size: {DIM}" in out
-        assert "values stored in the model (pixel and batch limits, when it has them): none" in out
+        limits = ServingLimitsConfig()
+        assert ("values stored in the model (pixel and batch limits, when it has them): "
+                f"max_batch_size = {limits.serving_max_batch_size}, "
+                f"max_image_bytes = {limits.serving_max_image_bytes}, "
+                f"max_image_pixels = {limits.serving_max_image_pixels}") in out
         # The reloaded network's counts and sharing are the built network's.
         for line in counts[kind].table():
             assert line in out
