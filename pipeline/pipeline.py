@@ -6,6 +6,7 @@ TensorFlow model code.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Optional, Sequence
 
@@ -18,6 +19,7 @@ from tfx.types import channel
 from siamese_tfx.components.contract import features, signatures
 from siamese_tfx.components.contract.config import ValidationConfig, section_to_dict
 from siamese_tfx.components.infra_validator.component import InfraValidator
+from siamese_tfx.components.metrics import verification
 from siamese_tfx.components.pair_example_gen.component import PairExampleGen
 from siamese_tfx.components.validation_gate.component import (DataValidationGate,
                                                               DataValidationResult)
@@ -46,7 +48,9 @@ COMPONENT_ORDER = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR,
 
 
 def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """Verification accuracy and AUC on the eval split, with the blessing thresholds."""
+    """Verification accuracy, AUC, the equal error rate and the false non-match rate at the
+    target false match rate on the eval split, with the blessing thresholds (absolute, and,
+    for accuracy and EER, against the latest blessed model)."""
     higher = tfma.MetricDirection.HIGHER_IS_BETTER
     accuracy_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.eval.min_accuracy}),
@@ -56,6 +60,17 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
     auc_threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.eval.min_auc})
+    )
+    eer_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(upper_bound={"value": config.eval.max_eer}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.LOWER_IS_BETTER,
+            absolute={"value": config.eval.max_eer_increase},
+        ),
+    )
+    fnmr_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(
+            upper_bound={"value": config.eval.max_fnmr_at_fmr})
     )
     return tfma.EvalConfig(
         model_specs=[
@@ -77,6 +92,13 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                     tfma.MetricConfig(class_name="AUC", threshold=auc_threshold),
                     tfma.MetricConfig(class_name="Precision"),
                     tfma.MetricConfig(class_name="Recall"),
+                    tfma.MetricConfig(class_name=verification.EqualErrorRate.__name__,
+                                      module=verification.__name__, threshold=eer_threshold),
+                    tfma.MetricConfig(
+                        class_name=verification.FalseNonMatchRateAtFalseMatchRate.__name__,
+                        module=verification.__name__,
+                        config=json.dumps({"false_match_rate": config.eval.target_fmr}),
+                        threshold=fnmr_threshold),
                 ]
             )
         ],

@@ -250,9 +250,36 @@ class EvalConfig:
     max_accuracy_drop: float = option(
         0.02, "How much accuracy may fall below the latest blessed model's before it is refused."
     )
+    max_eer: float = option(
+        0.3, "Largest equal error rate (where false matches and false non-matches are equally "
+        "frequent) the model may have on the eval split."
+    )
+    max_eer_increase: float = option(
+        0.02, "How much the equal error rate may rise above the latest blessed model's before "
+        "the model is refused, even when its accuracy holds."
+    )
+    max_fnmr_at_fmr: float = option(
+        1.0, "Largest false non-match rate (same-class pairs refused) at the threshold that "
+        "accepts at most --target-fmr of the different-class pairs. 1.0: not a blessing "
+        "condition, only reported."
+    )
+    target_fmr: float = option(
+        0.01, "The false match rate at which --max-fnmr-at-fmr is measured."
+    )
 
     def __post_init__(self) -> None:
         check(self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0")
+        check(0 <= self.max_eer <= 1, "max_eer must be in [0, 1]")
+        check(self.max_eer_increase >= 0, "max_eer_increase must be >= 0")
+        check(0 <= self.max_fnmr_at_fmr <= 1, "max_fnmr_at_fmr must be in [0, 1]")
+        check(0 < self.target_fmr < 1, "target_fmr must be in (0, 1)")
+
+    @classmethod
+    def record_only(cls) -> "EvalConfig":
+        """Thresholds every model passes: the Evaluator only records its figures (benchmarks,
+        and tests whose few training steps make no useful model)."""
+        return cls(min_accuracy=0.0, min_auc=0.0, max_accuracy_drop=1.0, max_eer=1.0,
+                   max_eer_increase=1.0, max_fnmr_at_fmr=1.0)
 
 
 @dataclass(frozen=True)

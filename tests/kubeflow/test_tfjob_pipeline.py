@@ -50,7 +50,7 @@ def _config(image_root: str, workdir, train_steps: int = 4) -> PipelineConfig:
         image=ImageConfig(height=28, width=28, channels=1),
         model=ModelConfig(embedding_dim=16, margin=1.0),
         train=TrainConfig(train_steps=train_steps, batch_size=8, calibration_steps=2),
-        eval=EvalConfig(min_accuracy=0.0, min_auc=0.0, max_accuracy_drop=1.0),
+        eval=EvalConfig.record_only(),
     )
 
 
