@@ -2,8 +2,9 @@
 
 It takes what a replica of the launcher's TFJob gets (the step's args with its ExecutorInput,
 TF_CONFIG from the operator) and, by --stub-mode:
-- ok: logs a few lines; the chief writes an ExecutorOutput to the ExecutorInput's
-  outputs.outputFile, as TFX's kubeflow_v2_run_executor does;
+- ok: waits until every replica of the cluster has started (as a MultiWorkerMirroredStrategy
+  replica waits for the others to join), logs a few lines; the chief writes an ExecutorOutput
+  to the ExecutorInput's outputs.outputFile, as TFX's kubeflow_v2_run_executor does;
 - worker-fails: worker 0 prints an error and exits 3; the others wait to be stopped;
 - wait: waits until the --stub-release file exists, then as ok.
 Each start appends {"task", "pid", "tf_config", "output_file"} to <--stub-dir>/starts.jsonl.
@@ -14,6 +15,20 @@ import json
 import os
 import sys
 import time
+
+
+def _wait_for_cluster(starts: str, tf_config: dict, timeout_s: float = 120.0) -> None:
+    """Returns once every task of TF_CONFIG's cluster has logged its start (the chief would
+    otherwise finish, and the job succeed, before a slow worker's process has started)."""
+    expected = {f"{kind}-{i}" for kind, hosts in tf_config["cluster"].items()
+                for i in range(len(hosts))}
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        with open(starts) as f:
+            if expected <= {json.loads(line)["task"] for line in f if line.strip()}:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"not every replica of {sorted(expected)} started in {timeout_s:.0f} s")
 
 
 def main() -> int:
@@ -40,6 +55,7 @@ def main() -> int:
     if args.stub_mode == "wait":
         while not os.path.exists(args.stub_release):
             time.sleep(0.1)
+    _wait_for_cluster(os.path.join(args.stub_dir, "starts.jsonl"), tf_config)
     for step in range(3):
         print(f"{task}: step {step + 1}/3", flush=True)
     if tf_config["task"]["type"] == "chief":
