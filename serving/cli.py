@@ -145,6 +145,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from siamese_tfx.serving.batching import read_batching_parameters
     from siamese_tfx.serving.config import TlsConfig
     from siamese_tfx.serving.server import serve_until_signalled
 
@@ -158,6 +159,8 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         config = dataclasses.replace(
             options.config_from_args(args, ServerConfig, _SERVER), tls=tls)
+        if config.enable_batching:  # a bad file fails here, before anything loads
+            read_batching_parameters(config.batching_parameters_file)
     except ValueError as e:
         return _fail(str(e), 2)
 

@@ -58,6 +58,15 @@ class ServerConfig:
         32, "Predict requests with larger batches run in chunks of this many; before each chunk "
         "the server checks that the client still waits, so a request cancelled or past its "
         "deadline stops there and frees its worker.")
+    enable_batching: bool = option(
+        False, "Join concurrent Predict requests for one signature and version into shared "
+        "model calls, as tensorflow_model_server --enable_batching does (scheduling and limits "
+        "from --batching-parameters-file, else TF Serving's defaults).",
+        flags=("--enable-batching", "--enable_batching"))
+    batching_parameters_file: str = option(
+        "", "BatchingParameters text proto for --enable-batching, the file tensorflow_model_server "
+        "reads with --batching_parameters_file (serving/deploy/batching_parameters.txt).",
+        flags=("--batching-parameters-file", "--batching_parameters_file"))
 
     def __post_init__(self) -> None:
         check(bool(self.model_base), "model_base is required")
@@ -67,3 +76,6 @@ class ServerConfig:
         check(0 <= self.port <= 65535, "port must be in [0, 65535]")
         check(self.max_batch_size >= 1, "max_batch_size must be >= 1")
         check(self.batch_chunk_size >= 1, "batch_chunk_size must be >= 1")
+        check(self.enable_batching or not self.batching_parameters_file,
+              "batching_parameters_file is set without enable_batching (as in TF Serving, the "
+              "file is only read with batching enabled)")

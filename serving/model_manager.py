@@ -11,7 +11,8 @@ its shape declares (TensorFlow would repeat one value to fill 20,000), and no ba
 `max_batch_size`. A large batch runs in chunks of `batch_chunk_size`, asking the caller between
 chunks whether to go on, so a cancelled request or one whose deadline passed frees its worker.
 Version folders are named like TF Serving's: ASCII digits that fit an int64; anything else in the
-model folder is logged once and ignored.
+model folder is logged once and ignored. With batching parameters (`serving/batching.py`), checked
+requests of a batch-major signature are joined with concurrent ones into shared model calls.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, prediction_log_pb2
 
 from siamese_tfx.components.contract import signatures
+from siamese_tfx.serving.batching import Batcher, BatchingParameters, batch_rows
+from siamese_tfx.serving.errors import ServingStatusError
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +50,6 @@ _VALUE_FIELDS = ("half_val", "float_val", "double_val", "int_val", "string_val",
 
 State = get_model_status_pb2.ModelVersionStatus.State
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
-
-
-class ServingStatusError(Exception):
-    """A request or load failure with the gRPC status code TF Serving would answer with."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def grpc_code_from_tf(error: BaseException) -> grpc.StatusCode:
@@ -117,6 +111,14 @@ def _value_count_problem(proto: tensor_pb2.TensorProto) -> str | None:
             "the shape)")
 
 
+def _batch_major(signature: meta_graph_pb2.SignatureDef) -> bool:
+    """Whether every input and output of a signature has a first dimension of any size (-1),
+    so its requests can be cut into chunks or joined into batches."""
+    infos = list(signature.inputs.values()) + list(signature.outputs.values())
+    return all(not i.tensor_shape.unknown_rank and i.tensor_shape.dim
+               and i.tensor_shape.dim[0].size == -1 for i in infos)
+
+
 def is_version_name(name: str) -> bool:
     """Whether a folder name is a version number, as TF Serving reads them: ASCII digits that
     fit an int64."""
@@ -158,18 +160,28 @@ class LoadedVersion:
         max_batch_size: Largest batch (first dimension of an input) a request may carry; None:
             no limit but the model's own.
         batch_chunk_size: Batches larger than this run in chunks of it (None: in one call).
+        batcher: Joins concurrent requests of a batch-major signature into shared model calls
+            (None: each request runs alone).
     """
 
     def __init__(self, model_name: str, version: int, path: str, *,
-                 max_batch_size: int | None = None, batch_chunk_size: int | None = None) -> None:
+                 max_batch_size: int | None = None, batch_chunk_size: int | None = None,
+                 batcher: Batcher | None = None) -> None:
         self.model_name = model_name
         self.version = version
         self.path = path
         self.max_batch_size = max_batch_size
         self.batch_chunk_size = batch_chunk_size
+        self.batcher = batcher
         self.signature_defs = read_signature_defs(path)
         self._model = tf.saved_model.load(path)
         self._functions = dict(self._model.signatures)
+        self._dtypes = {key: {name: tf.dtypes.as_dtype(info.dtype)
+                              for name, info in signature.inputs.items()}
+                        for key, signature in self.signature_defs.items()}
+        limit = getattr(self._model, signatures.MAX_BATCH_SIZE_ATTR, None)
+        # The model's own limit (ServingLimitsConfig), which joined batches must respect.
+        self.model_max_batch_size = int(limit.numpy()) if limit is not None else None
         self.warmup_requests_replayed = 0
 
     def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
@@ -182,12 +194,19 @@ class LoadedVersion:
         inputs: Mapping[str, tensor_pb2.TensorProto],
         output_filter: Iterable[str] = (),
         interrupted: Callable[[], ServingStatusError | None] | None = None,
+        *,
+        batching: bool = True,
     ) -> dict[str, tensor_pb2.TensorProto]:
         """Runs one signature on TensorProto inputs after checking them against its SignatureDef.
 
+        With a batcher, a request of a batch-major signature runs joined with concurrent ones
+        (checked alone first, so a malformed request never joins a batch).
+
         Args:
-            interrupted: Asked before each chunk of a large batch; the error it returns (e.g.
-                CANCELLED once the client has gone) stops the request there.
+            interrupted: Asked before each chunk of a large batch (and before a joined batch
+                runs); the error it returns (e.g. CANCELLED once the client has gone) stops the
+                request there.
+            batching: False runs the request alone even with a batcher (warmup replay).
         Raises:
             ServingStatusError: FAILED_PRECONDITION for an unknown signature, INVALID_ARGUMENT for
                 inputs that do not match it, that are larger than max_batch_size, or that the
@@ -202,7 +221,7 @@ class LoadedVersion:
                 f'Serving signature key "{signature_name}" not found. Known signatures: '
                 f"{sorted(self._functions)}",
             )
-        tensors = self._check_inputs(signature_name, signature, inputs)
+        arrays = self._check_inputs(signature_name, signature, inputs)
         wanted = list(output_filter)
         unknown = sorted(set(wanted) - set(signature.outputs))
         if unknown:
@@ -212,10 +231,19 @@ class LoadedVersion:
                 f"its outputs are {sorted(signature.outputs)}",
             )
         names = wanted or list(signature.outputs)
-        chunks = self._chunks(signature, tensors)
+        rows = batch_rows(list(arrays.values()))
+        if batching and self.batcher is not None and rows is not None and _batch_major(signature):
+            # Only requests whose inputs agree past the first dimension can be joined.
+            key = (self, signature_name, tuple(
+                (name, value.shape[1:], value.dtype.str) for name, value in sorted(arrays.items())))
+            outputs = self.batcher.submit(
+                key, lambda joined: self._run(signature_name, joined), arrays, rows,
+                model_limit=self.model_max_batch_size, interrupted=interrupted)
+            return {name: tf.make_tensor_proto(outputs[name]) for name in names}
+        chunks = self._chunks(signature, rows)
         if not chunks:
-            outputs = self._call(function, tensors)
-            return {name: tf.make_tensor_proto(outputs[name].numpy()) for name in names}
+            outputs = self._run(signature_name, arrays)
+            return {name: tf.make_tensor_proto(outputs[name]) for name in names}
         parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
         for index, (start, end) in enumerate(chunks):
             stop = interrupted() if interrupted is not None else None
@@ -224,43 +252,43 @@ class LoadedVersion:
                             signature_name, self.model_name, self.version, index, len(chunks),
                             stop.message)
                 raise stop
-            outputs = self._call(function, {k: v[start:end] for k, v in tensors.items()})
+            outputs = self._run(signature_name, {k: v[start:end] for k, v in arrays.items()})
             for name in names:
-                parts[name].append(outputs[name].numpy())
+                parts[name].append(outputs[name])
         return {name: tf.make_tensor_proto(np.concatenate(parts[name])) for name in names}
 
-    @staticmethod
-    def _call(function: Callable[..., dict[str, tf.Tensor]],
-              tensors: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    def _run(self, signature_name: str,
+             arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Calls a signature on arrays (converted to its input dtypes); its outputs as arrays,
+        its errors as ServingStatusError."""
+        dtypes = self._dtypes[signature_name]
         try:
-            return function(**tensors)
+            inputs = {name: tf.constant(value, dtype=dtypes[name])
+                      for name, value in arrays.items()}
+            outputs = self._functions[signature_name](**inputs)
+            return {name: value.numpy() for name, value in outputs.items()}
         except tf.errors.OpError as e:
             raise ServingStatusError(grpc_code_from_tf(e), _short_tf_message(e)) from e
         except (TypeError, ValueError) as e:
             raise ServingStatusError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from e
 
     def _chunks(self, signature: meta_graph_pb2.SignatureDef,
-                tensors: Mapping[str, tf.Tensor]) -> list[tuple[int, int]]:
-        """[start, end) chunks of the batch when it is larger than batch_chunk_size and every
-        input and output of the signature is batch-major (first dimension -1), else []."""
+                rows: int | None) -> list[tuple[int, int]]:
+        """[start, end) chunks of a batch of `rows` when it is larger than batch_chunk_size and
+        every input and output of the signature is batch-major (first dimension -1), else []."""
         chunk = self.batch_chunk_size
-        batch_sizes = {int(t.shape[0]) if t.shape.rank else None for t in tensors.values()}
-        if chunk is None or len(batch_sizes) != 1 or None in batch_sizes:
+        if chunk is None or rows is None:
             return []  # inputs of differing batch sizes go to the model whole, to refuse them
-        (size,) = batch_sizes
-        infos = list(signature.inputs.values()) + list(signature.outputs.values())
-        batch_major = all(not i.tensor_shape.unknown_rank and i.tensor_shape.dim
-                          and i.tensor_shape.dim[0].size == -1 for i in infos)
-        if size <= chunk or not batch_major:
+        if rows <= chunk or not _batch_major(signature):
             return []
-        return [(start, min(start + chunk, size)) for start in range(0, size, chunk)]
+        return [(start, min(start + chunk, rows)) for start in range(0, rows, chunk)]
 
     def _check_inputs(
         self,
         signature_name: str,
         signature: meta_graph_pb2.SignatureDef,
         inputs: Mapping[str, tensor_pb2.TensorProto],
-    ) -> dict[str, tf.Tensor]:
+    ) -> dict[str, np.ndarray]:
         expected = set(signature.inputs)
         sent = set(inputs)
         if sent != expected:
@@ -270,7 +298,7 @@ class LoadedVersion:
                 f"sent extra {sorted(sent - expected)}, missing but required "
                 f"{sorted(expected - sent)}",
             )
-        tensors = {}
+        arrays = {}
         for name, proto in inputs.items():
             info = signature.inputs[name]
             if proto.dtype != info.dtype:
@@ -313,8 +341,8 @@ class LoadedVersion:
                 raise ServingStatusError(
                     grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r} is not a valid tensor: {e}"
                 ) from e
-            tensors[name] = tf.constant(array, dtype=tf.dtypes.as_dtype(info.dtype))
-        return tensors
+            arrays[name] = array
+        return arrays
 
     def replay_warmup(self) -> int:
         """Runs the version's warmup requests, as TF Serving does before serving it.
@@ -338,9 +366,8 @@ class LoadedVersion:
                 )
             request = log.predict_log.request
             try:
-                self.predict(
-                    request.model_spec.signature_name, request.inputs, request.output_filter
-                )
+                self.predict(request.model_spec.signature_name, request.inputs,
+                             request.output_filter, batching=False)
             except ServingStatusError as e:
                 raise ServingStatusError(e.code, f"warmup request {count} failed: {e.message}")
             count += 1
@@ -374,6 +401,8 @@ class ModelManager:
         on_change: Called (without arguments) after the set of served versions changed.
         max_batch_size: Largest batch a request may carry (None: no limit but the model's).
         batch_chunk_size: Larger batches run in chunks of this many (None: in one call).
+        batching: Join concurrent requests into shared model calls with these parameters
+            (TF Serving's --enable_batching; None: each request runs alone).
     """
 
     def __init__(
@@ -386,6 +415,7 @@ class ModelManager:
         on_change: Callable[[], None] | None = None,
         max_batch_size: int | None = None,
         batch_chunk_size: int | None = None,
+        batching: BatchingParameters | None = None,
     ) -> None:
         if num_versions < 1:
             raise ValueError("num_versions must be >= 1")
@@ -396,6 +426,7 @@ class ModelManager:
         self.max_batch_size = max_batch_size
         self.batch_chunk_size = batch_chunk_size
         self._on_change = on_change
+        self.batcher = Batcher(batching) if batching is not None else None
         self._ignored_names: set[str] = set()
         self._served: dict[int, LoadedVersion] = {}
         self._statuses: dict[int, VersionStatus] = {}
@@ -528,7 +559,8 @@ class ModelManager:
         try:
             loaded = LoadedVersion(self.model_name, version, path,
                                    max_batch_size=self.max_batch_size,
-                                   batch_chunk_size=self.batch_chunk_size)
+                                   batch_chunk_size=self.batch_chunk_size,
+                                   batcher=self.batcher)
             replayed = loaded.replay_warmup() if self.warmup else 0
         except ServingStatusError as e:
             return self._load_failed(version, fingerprint, e.code, e.message)
@@ -579,9 +611,12 @@ class ModelManager:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stops polling (served versions stay loaded until the manager is dropped)."""
+        """Stops polling and the batcher (served versions stay loaded until the manager is
+        dropped)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self.batcher is not None:
+            self.batcher.stop()
 

@@ -26,8 +26,10 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      prediction_service_pb2_grpc)
 
 from siamese_tfx.components.contract import signatures
+from siamese_tfx.serving.batching import read_batching_parameters
 from siamese_tfx.serving.config import ServerConfig, TlsConfig
-from siamese_tfx.serving.model_manager import ModelManager, ServingStatusError
+from siamese_tfx.serving.errors import ServingStatusError
+from siamese_tfx.serving.model_manager import ModelManager
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +238,13 @@ def start_server(config: ServerConfig) -> ServingServer:
 
     The server starts even when no version exists yet: it answers NOT_FOUND (and health
     NOT_SERVING) until Pusher writes one and the next poll loads it.
+
+    Raises:
+        ValueError: the batching parameters file cannot be read or parsed.
+        OSError: the address cannot be bound.
     """
+    batching = (read_batching_parameters(config.batching_parameters_file)
+                if config.enable_batching else None)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
 
     def on_change() -> None:
@@ -256,6 +264,7 @@ def start_server(config: ServerConfig) -> ServingServer:
         on_change=on_change,
         max_batch_size=config.max_batch_size,
         batch_chunk_size=config.batch_chunk_size,
+        batching=batching,
     )
     on_change()
     manager.poll(settle=False)
@@ -293,11 +302,12 @@ def start_server(config: ServerConfig) -> ServingServer:
     manager.start_polling(config.poll_interval_s)
     handle = ServingServer(server, manager, health_servicer, config.host, port, config.grace_s)
     logger.info(
-        "Serving model %s (versions %s) on %s%s",
+        "Serving model %s (versions %s) on %s%s%s",
         config.model_name,
         manager.served_versions(),
         handle.address,
         " with TLS" if config.tls else "",
+        f" with batching {batching}" if batching else "",
     )
     return handle
 

@@ -9,6 +9,8 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from siamese_tfx.serving.batching import read_batching_parameters
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(REPO_ROOT, "serving", "deploy")
 
@@ -82,18 +84,10 @@ def test_monitoring_path_matches_the_scrape_annotation():
     assert annotations["prometheus.io/path"] == path
 
 
-def test_batching_parameters_use_known_fields_only():
-    known = {
-        "max_batch_size",
-        "batch_timeout_micros",
-        "max_enqueued_batches",
-        "num_batch_threads",
-        "pad_variable_length_inputs",
-        "allowed_batch_sizes",
-    }
-    lines = [
-        line.split("#")[0].strip() for line in _read("batching_parameters.txt").splitlines()
-    ]
-    fields = {re.split(r"[\s:{]", line)[0] for line in lines if line}
+def test_batching_parameters_parse_as_tf_servings_proto():
+    # The strict parser the local server uses (unknown fields are errors): TF Serving reads the
+    # same file with --batching_parameters_file.
+    parameters = read_batching_parameters(os.path.join(DEPLOY, "batching_parameters.txt"))
 
-    assert fields and fields <= known
+    assert parameters.max_batch_size == 32
+    assert parameters.num_batch_threads >= 1
