@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
+from siamese_tfx.components.contract import signatures
+
 T = TypeVar("T")
 
 # small_conv, koch (Koch et al. 2015), conv4 (few-shot learning's 4-block network) and vgg are
@@ -52,7 +54,11 @@ class DataConfig:
     )
     seed: int = option(0, "Seed for the class split and the pair sampling.")
     max_image_pixels: int = option(
-        50_000_000, "Images with more pixels than this are rejected (decompression bombs)."
+        50_000_000, "Images with more pixels than this are rejected (decompression bombs); "
+        "this limit, not Pillow's own, is the one that applies."
+    )
+    max_image_bytes: int = option(
+        64 * 1024 * 1024, "Image files larger than this many bytes are rejected unread."
     )
 
     max_quarantined: int = option(
@@ -68,6 +74,7 @@ class DataConfig:
         check(self.num_eval_pairs >= 2, "num_eval_pairs must be >= 2")
         check(0.0 < self.eval_class_fraction < 1.0, "eval_class_fraction must be in (0, 1)")
         check(self.max_image_pixels > 0, "max_image_pixels must be > 0")
+        check(self.max_image_bytes > 0, "max_image_bytes must be > 0")
 
 
 @dataclass(frozen=True)
@@ -383,7 +390,7 @@ class TrainerSettings:
     train: TrainConfig = field(default_factory=TrainConfig)
     serving_limits: ServingLimitsConfig = field(default_factory=ServingLimitsConfig)
     seed: int = 0  # the pipeline's seed (DataConfig.seed): training seeds start here
-    model_name: str = "siamese"  # the name the model is served under (its warmup requests)
+    model_name: str = signatures.DEFAULT_MODEL_NAME  # the name the model is served under (its warmup requests)
 
     def to_custom_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -18,6 +18,7 @@ import types
 import typing
 from typing import Any, Mapping, TypeVar, Union
 
+from siamese_tfx.components.contract import errors
 from siamese_tfx.components.contract.config import from_dict
 
 T = TypeVar("T")
@@ -117,7 +118,7 @@ def config_from_args(args: argparse.Namespace, cls: type[T], prefix: str,
     try:
         return from_dict(cls, values)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}" if path else str(e)) from e
+        raise errors.UsageError(f"{path}: {e}" if path else str(e)) from e
 
 
 def read_json(path: str, cls: type) -> dict[str, Any]:
@@ -126,9 +127,9 @@ def read_json(path: str, cls: type) -> dict[str, Any]:
         with open(path) as f:
             values = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read {cls.__name__} settings from {path}: {e}") from e
+        raise errors.UsageError(f"cannot read {cls.__name__} settings from {path}: {e}") from e
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: {cls.__name__} settings must be a JSON object")
+        raise errors.UsageError(f"{path}: {cls.__name__} settings must be a JSON object")
     return values
 
 

@@ -4,6 +4,9 @@ the warmup writer and the InfraValidator read it."""
 
 from siamese_tfx.components.contract import features
 
+# The name a model is served under unless the pipeline names it (PipelineConfig.model_name).
+DEFAULT_MODEL_NAME = "siamese"
+
 # Signature names.
 SERVING_DEFAULT = "serving_default"  # Serialized tf.Example -> pair outputs (TFMA's Evaluator).
 COMPARE = "compare"  # left_image, right_image (encoded bytes) -> pair outputs.

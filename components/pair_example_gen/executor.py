@@ -30,7 +30,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
 from siamese_tfx.components import stopped_outputs
-from siamese_tfx.components.contract import features
+from siamese_tfx.components.contract import errors, features
 from siamese_tfx.components.contract.config import DataConfig, from_dict
 from siamese_tfx.components.pair_example_gen import inputs as inputs_lib
 from siamese_tfx.components.pair_example_gen import sampling
@@ -49,16 +49,25 @@ _REJECTIONS_PREFIX = "rejections"
 _COUNTS_PREFIX = "counts"
 
 
-class QuarantineLimitExceeded(RuntimeError):
+class QuarantineLimitExceeded(errors.DataError):
     """More inputs were quarantined than the configured limit allows."""
 
 
-def _read_image(path: str, image_root: str, max_pixels: int) -> CanonicalImage:
+def _read_image(path: str, image_root: str, max_pixels: int, max_bytes: int) -> CanonicalImage:
+    """Reads one image file (a regular file of at most `max_bytes`) and canonicalises it; any
+    problem comes back as the image's error, never raised."""
+    full = os.path.join(image_root, path)
+    problem = inputs_lib.unreadable_reason(full, max_bytes)
+    if problem:
+        return CanonicalImage(path, error=problem)
     try:
-        with fileio.open(os.path.join(image_root, path), "rb") as f:
-            data = f.read()
+        with fileio.open(full, "rb") as f:
+            data = f.read(max_bytes + 1)  # a file that grew since it was checked stays capped
     except Exception as e:  # noqa: BLE001 - unreadable file: reported, not raised.
         return CanonicalImage(path, error=f"cannot read file: {type(e).__name__}: {e}")
+    if len(data) > max_bytes:
+        return CanonicalImage(path, error=f"file is larger than the limit of {max_bytes} bytes "
+                                          "(--max-image-bytes)")
     return canonicalize(path, data, max_pixels)
 
 
@@ -103,7 +112,13 @@ class _SamplePairs(beam.DoFn):
                 del images[cls]
         count = self._data.num_train_pairs if split == sampling.TRAIN else self._data.num_eval_pairs
         seed = self._data.seed if split == sampling.TRAIN else self._data.seed + 1
-        for i, pair in enumerate(sampling.sample_pairs(images, count, seed)):
+        try:
+            pairs = sampling.sample_pairs(images, count, seed)
+        except errors.DataError as e:
+            raise errors.DataError(
+                f"{self._data.image_root}, {split} split (--num-{split}-pairs {count}): {e}"
+            ) from None
+        for i, pair in enumerate(pairs):
             yield (split, i, 0), pair
 
 
@@ -159,7 +174,8 @@ def manifest_pairs(p: beam.Pipeline, data: DataConfig, root: str) -> PairSources
              for split, split_pairs in by_split.items() for i, pr in enumerate(split_pairs)]
     paths = sorted({x for _, pr in keyed for x in (pr.left, pr.right)})
     images = (p | "ImagePaths" >> beam.Create(paths)
-              | "ReadImage" >> beam.Map(_read_image, root, data.max_image_pixels))
+              | "ReadImage" >> beam.Map(_read_image, root, data.max_image_pixels,
+                                          data.max_image_bytes))
     return PairSources(images, p | "ManifestPairs" >> beam.Create(keyed),
                        p | "NoSamplingRejections" >> beam.Create([]),
                        rejected + rejected_split, len(rows) + len(rejected), per_row=True)
@@ -172,7 +188,8 @@ def class_folder_pairs(p: beam.Pipeline, data: DataConfig, root: str) -> PairSou
     split_of = {c: sampling.TRAIN for c in train} | {c: sampling.EVAL for c in evaluation}
     class_of = {path: c for c, ps in classes.items() for path in ps}
     images = (p | "ImagePaths" >> beam.Create(sorted(class_of))
-              | "ReadImage" >> beam.Map(_read_image, root, data.max_image_pixels))
+              | "ReadImage" >> beam.Map(_read_image, root, data.max_image_pixels,
+                                          data.max_image_bytes))
     readable = images | "Readable" >> beam.FlatMap(lambda im: [im.path] if not im.error else [])
     sampled = (
         p | "Splits" >> beam.Create(list(sampling.SPLITS))

@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from siamese_tfx.components.contract import errors
+
 TRAIN = "train"
 EVAL = "eval"
 SPLITS = (TRAIN, EVAL)
@@ -38,13 +40,27 @@ def split_classes(
     """
     ordered = sorted(set(classes))
     if len(ordered) < 4:
-        raise ValueError(
+        raise errors.DataError(
             f"need at least 4 classes to hold some out for evaluation "
             f"(negative pairs need 2 classes in each split); found {len(ordered)}: {ordered}"
         )
     num_eval = min(max(2, round(len(ordered) * eval_fraction)), len(ordered) - 2)
     random.Random(f"split:{seed}").shuffle(ordered)
     return sorted(ordered[num_eval:]), sorted(ordered[:num_eval])
+
+
+def pair_capacity(class_to_images: Mapping[str, Sequence[str]]) -> tuple[int, int]:
+    """How many distinct (positive, negative) pairs the classes' images allow."""
+    sizes = [len(set(paths)) for paths in class_to_images.values()]
+    total = sum(sizes)
+    return (sum(math.comb(n, 2) for n in sizes),
+            (total * total - sum(n * n for n in sizes)) // 2)
+
+
+def max_balanced_pairs(class_to_images: Mapping[str, Sequence[str]]) -> int:
+    """The largest pair count `sample_pairs` can draw from these classes (half positive)."""
+    positives, negatives = pair_capacity(class_to_images)
+    return min(2 * positives + 1, 2 * negatives)
 
 
 def sample_pairs(
@@ -57,21 +73,21 @@ def sample_pairs(
     A pair and its mirror image count as the same pair.
 
     Raises:
-      ValueError: when the classes cannot give that many distinct pairs of either kind.
+      errors.DataError: when the classes cannot give that many distinct pairs of either kind.
     """
     images = {c: sorted(set(paths)) for c, paths in class_to_images.items() if paths}
     classes = sorted(images)
     num_pos = num_pairs // 2
     num_neg = num_pairs - num_pos
     pos_classes = [c for c in classes if len(images[c]) >= 2]
-    pos_capacity = sum(math.comb(len(images[c]), 2) for c in pos_classes)
+    pos_capacity, neg_capacity = pair_capacity(images)
     total = sum(len(v) for v in images.values())
-    neg_capacity = (total * total - sum(len(v) ** 2 for v in images.values())) // 2
     if num_pos > pos_capacity or num_neg > neg_capacity:
-        raise ValueError(
+        raise errors.DataError(
             f"asked for {num_pos} positive and {num_neg} negative pairs, but {len(classes)} "
             f"classes with {total} images allow only {pos_capacity} distinct positive and "
-            f"{neg_capacity} distinct negative pairs; lower the pair count or add images"
+            f"{neg_capacity} distinct negative pairs (at most {max_balanced_pairs(images)} "
+            "pairs in all); lower the pair count or add images"
         )
     rng = random.Random(f"pairs:{seed}")
 

@@ -31,7 +31,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
 from siamese_tfx.components import stopped_outputs
-from siamese_tfx.components.contract import features
+from siamese_tfx.components.contract import errors, features
 from siamese_tfx.components.contract.config import ValidationConfig, from_dict
 
 EXAMPLES_KEY = "examples"
@@ -55,7 +55,7 @@ IMAGE_SIZE_FEATURES = ("left_height", "left_width", "right_height", "right_width
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class DataAnomaliesFound(RuntimeError):
+class DataAnomaliesFound(errors.DataError):
     """The examples have anomalies and the run did not override them."""
 
 

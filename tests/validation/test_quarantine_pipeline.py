@@ -53,6 +53,9 @@ BAD_ROWS = [
     (("../../etc/passwd", "c4/0.png", 1), "leaves the image root"),
     (("c4/1.png", "c4/2.png", 2), "label must be 0 or 1, got '2'"),
     (("c5/1.png", "c5/0.png", 1), "duplicate of the pair on line"),
+    (("c5/0.png", "./c5/0.png", 1), "left and right are the same file 'c5/0.png'"),
+    # A row with a field more than the header (here: a split and a stray value).
+    (("c5/2.png", "c4/1.png", 0, "train", "stray"), "5 fields, but the header names 4"),
 ]
 
 
@@ -86,7 +89,7 @@ def bad_dataset(tmp_path_factory) -> str:
         writer = csv.writer(f)
         writer.writerow(["left", "right", "label", "split"])
         writer.writerows(_good_rows())
-        writer.writerows([[*row, "train"] for row, _ in BAD_ROWS])
+        writer.writerows([[*row, "train"] if len(row) == 3 else row for row, _ in BAD_ROWS])
     return str(root)
 
 
@@ -113,7 +116,7 @@ def _run(config: PipelineConfig, workdir):
 def _check_report(rows: list[dict[str, str]], image_root: str) -> None:
     assert len(rows) == len(BAD_ROWS), rows
     by_item = {r["item"].split(",")[0]: r for r in rows}
-    for (left, _, _), reason in BAD_ROWS:
+    for (left, *_), reason in BAD_ROWS:
         row = by_item[left]
         assert reason in row["reason"], (left, row)
         assert int(row["row"]) >= 2  # The manifest line (1 is the header).
