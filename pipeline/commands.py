@@ -9,7 +9,7 @@ import dataclasses
 import os
 import sys
 
-from siamese_tfx.components.contract import options
+from siamese_tfx.components.contract import errors, options
 from siamese_tfx.pipeline.config import PipelineConfig
 
 _PREFIX = "pipeline"  # dest prefix of PipelineConfig's own fields; sections use their names
@@ -50,15 +50,12 @@ def _resolve(args: argparse.Namespace, base: PipelineConfig) -> tuple[PipelineCo
     return config, args.metadata_path or os.path.join(output, "metadata.sqlite")
 
 
-def _run_pipeline(config: PipelineConfig, metadata_path: str, summary_json: str | None):
-    import time
-
+def _run_pipeline(config: PipelineConfig, metadata_path: str, summary_json: str | None,
+                  log_path: str):
     from siamese_tfx.pipeline import local_runner
 
-    log_path = os.path.join(os.path.dirname(metadata_path), "logs",
-                            time.strftime("run-%Y%m%d-%H%M%S.log"))
     print(f"Pipeline {config.pipeline_name}: root {config.pipeline_root}\n"
-          f"TFX log: {log_path}", flush=True)
+          f"Log (TFX, Beam, TensorFlow): {log_path}", flush=True)
     summary = local_runner.run(config, metadata_path, log_path=log_path)
     print(summary.format(), flush=True)
     if summary_json:
@@ -67,14 +64,24 @@ def _run_pipeline(config: PipelineConfig, metadata_path: str, summary_json: str 
     return summary
 
 
+def _check_inputs(config: PipelineConfig) -> None:
+    """Missing inputs fail here, with the option to fix, before anything starts."""
+    data = config.data
+    if not data.image_root:
+        raise errors.UsageError("--image-root is required (or set data.image_root in --config)")
+    if "://" not in data.image_root and not os.path.isdir(data.image_root):
+        raise errors.UsageError(f"--image-root {data.image_root!r}: no such folder")
+    manifest = os.path.join(data.image_root, data.manifest) if data.manifest else ""
+    if manifest and "://" not in manifest and not os.path.isfile(manifest):
+        raise errors.UsageError(f"--manifest {data.manifest!r}: no such file under the image "
+                                f"root ({manifest})")
+
+
 def run_command(args: argparse.Namespace) -> int:
     config, metadata_path = _resolve(args, PipelineConfig())
-    if not config.data.image_root:
-        print("error: --image-root is required (or set data.image_root in --config)",
-              file=sys.stderr)
-        return 2
-    summary = _run_pipeline(config, metadata_path, args.summary_json)
-    return 0 if summary.pushed_path else 3
+    _check_inputs(config)
+    summary = _run_pipeline(config, metadata_path, args.summary_json, args.log_file)
+    return int(errors.ExitCode.OK if summary.pushed_path else errors.ExitCode.NOT_PUSHED)
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -82,10 +89,10 @@ def demo_command(args: argparse.Namespace) -> int:
 
     config, metadata_path = _resolve(args, demo.demo_config())
     config = demo.with_digits(config, os.path.abspath(args.output_dir))
-    summary = _run_pipeline(config, metadata_path, args.summary_json)
+    summary = _run_pipeline(config, metadata_path, args.summary_json, args.log_file)
     if not summary.pushed_path:
         print("The demo model was not pushed; see the summary above.", file=sys.stderr)
-        return 3
+        return int(errors.ExitCode.NOT_PUSHED)
     return demo.query_pushed_model(config, summary.pushed_path, args.pairs)
 
 
@@ -93,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
         "run", help="Run the whole pipeline locally (LocalDagRunner, Beam DirectRunner).",
         description="Ingest, validate, transform, train, evaluate and push, locally. Exits 0 "
-        "when a model was pushed, 3 when the run finished without pushing.",
+        "when a model was pushed, 3 when the run finished without pushing (the exit codes "
+        "below).",
     )
     _add_run_location_options(run, "runs/siamese")
     add_config_options(run)

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from siamese_tfx.components.contract import signatures
 from siamese_tfx.components.contract.config import (DataConfig, EvalConfig, ImageConfig,
                                                     InfraValidationConfig, ModelConfig,
                                                     ServingLimitsConfig, TrainConfig,
@@ -29,7 +30,7 @@ class PipelineConfig:
         "", "TF Serving base directory; Pusher writes <serving_dir>/<model_name>/<version>/."
     )
     pipeline_name: str = option("siamese-tfx", "Pipeline name (ML Metadata context).")
-    model_name: str = option("siamese", "Model name under the serving directory.")
+    model_name: str = option(signatures.DEFAULT_MODEL_NAME, "Model name under the serving directory.")
     enable_cache: bool = option(True, "Reuse a component's outputs when its inputs are unchanged.")
     data: DataConfig = field(default_factory=DataConfig)
     image: ImageConfig = field(default_factory=ImageConfig)

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, Optional
 
-from siamese_tfx.components.contract import signatures
+from siamese_tfx.components.contract import errors, signatures
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
@@ -32,7 +32,7 @@ def resolve_saved_model(path: str) -> str:
     from tfx.utils import path_utils
 
     if not os.path.isdir(path):
-        raise ValueError(f"--model {path}: no such folder")
+        raise errors.UsageError(f"--model {path}: no such folder")
     if _is_saved_model(path):
         return path
     serving = path_utils.serving_model_dir(path)
@@ -42,7 +42,7 @@ def resolve_saved_model(path: str) -> str:
                 if name.isascii() and name.isdigit() and _is_saved_model(os.path.join(path, name))]
     if versions:
         return os.path.join(path, max(versions, key=int))
-    raise ValueError(f"--model {path}: not a SavedModel folder (no {SAVED_MODEL_FILES[0]}), "
+    raise errors.UsageError(f"--model {path}: not a SavedModel folder (no {SAVED_MODEL_FILES[0]}), "
                      "Trainer model output (Format-Serving/) or folder of numbered versions")
 
 

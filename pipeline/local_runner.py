@@ -10,6 +10,7 @@ from typing import Optional, Sequence, TextIO
 
 from tfx import v1 as tfx
 
+from siamese_tfx.pipeline import console
 from siamese_tfx.pipeline import summary as summary_lib
 from siamese_tfx.pipeline.config import PipelineConfig
 from siamese_tfx.pipeline.pipeline import COMPONENT_ORDER, create_pipeline
@@ -18,7 +19,9 @@ DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1"
 
 
 class _Progress(logging.Handler):
-    """Prints LocalDagRunner's 'Component X is running/finished' lines as progress."""
+    """Prints LocalDagRunner's 'Component X is running/finished' lines as progress, and the
+    project's own INFO+ records (the components' progress and findings) under them; other
+    libraries' records go only to the log file."""
 
     def __init__(self, stream: TextIO):
         super().__init__(logging.INFO)
@@ -27,6 +30,10 @@ class _Progress(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
+        if console.is_own(record):
+            level = "" if record.levelno <= logging.INFO else f"{record.levelname}: "
+            print(f"    {level}{message}", file=self._stream, flush=True)
+            return
         for verb in ("running", "finished"):
             suffix = f" is {verb}."
             if message.startswith("Component ") and message.endswith(suffix):

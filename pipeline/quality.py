@@ -27,18 +27,22 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from siamese_tfx.components.contract import signatures
+from siamese_tfx.components.contract import errors, signatures
 
 CLASS_LABELS_FILE = "class_labels.txt"
+DEFAULT_EVAL_PAIRS = 1000  # `evaluate` on class folders, when they allow that many
 
 
 # --- model access -------------------------------------------------------------------------------
 
 def load_model(path: str) -> Any:
-    """The SavedModel at `path` (its signatures are what is used)."""
+    """The SavedModel at `path`, a Trainer output or a folder of versions (the newest); its
+    signatures are what is used. A path that holds none is a UsageError naming it."""
     import tensorflow as tf
 
-    return tf.saved_model.load(path)
+    from siamese_tfx.pipeline.describe import resolve_saved_model
+
+    return tf.saved_model.load(resolve_saved_model(path))
 
 
 def stored_threshold(loaded: Any) -> Optional[float]:
@@ -83,23 +87,35 @@ def _read(path: str) -> bytes:
 
 # --- evaluate -----------------------------------------------------------------------------------
 
-def load_pairs(pairs: str, image_root: str = "", class_depth: int = 1, num_pairs: int = 1000,
-               seed: int = 0) -> tuple[list[str], list[str], np.ndarray]:
+def load_pairs(pairs: str, image_root: str = "", class_depth: int = 1,
+               num_pairs: Optional[int] = None, seed: int = 0
+               ) -> tuple[list[str], list[str], np.ndarray]:
     """(left paths, right paths, labels) from a pairs manifest CSV (paths relative to
     `image_root`, default the manifest's folder) or, for a folder, `num_pairs` balanced pairs
-    sampled from its class folders (`class_depth` levels) with `seed`. Label 1 = same identity."""
+    sampled from its class folders (`class_depth` levels) with `seed`. Label 1 = same identity.
+    `num_pairs` None: DEFAULT_EVAL_PAIRS, or every pair the folder allows when it allows fewer;
+    a count above what it allows is a DataError naming the maximum."""
     from siamese_tfx.components.pair_example_gen import inputs, sampling
 
     if os.path.isdir(pairs):
         classes, _ = inputs.list_class_folders(pairs, class_depth)
+        most = sampling.max_balanced_pairs(classes)
+        if num_pairs is None:
+            num_pairs = min(DEFAULT_EVAL_PAIRS, most)
+        elif num_pairs > most:
+            raise errors.DataError(
+                f"--num-pairs {num_pairs}: the {len(classes)} classes of {pairs!r} allow at most "
+                f"{most} distinct balanced pairs; ask for {most} or fewer")
         sampled = sampling.sample_pairs(classes, num_pairs, seed)
         root = pairs
     else:
+        if not os.path.isfile(pairs):
+            raise errors.UsageError(f"--pairs {pairs!r}: no such file or folder")
         root = image_root or os.path.dirname(os.path.abspath(pairs))
         manifest, rejected = inputs.read_manifest(pairs, root)
         if rejected:
-            raise ValueError(f"{pairs}: {len(rejected)} bad row(s), first: "
-                             f"line {rejected[0].line}: {rejected[0].reason}")
+            raise errors.DataError(f"{pairs}: {len(rejected)} bad row(s), first: "
+                                   f"line {rejected[0].row}: {rejected[0].reason}")
         sampled = [m.pair for m in manifest]
     lefts = [os.path.join(root, p.left) for p in sampled]
     rights = [os.path.join(root, p.right) for p in sampled]
@@ -367,9 +383,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate_parser.add_argument("--class-depth", type=int, default=1,
                                  help="Folder levels that name a class, for a folder of "
                                  "classes (Omniglot: 2) (default: %(default)s).")
-    evaluate_parser.add_argument("--num-pairs", type=int, default=1000,
+    evaluate_parser.add_argument("--num-pairs", type=int, default=None,
                                  help="Pairs sampled from class folders (half same identity) "
-                                 "(default: %(default)s).")
+                                 f"(default: {DEFAULT_EVAL_PAIRS}, or every pair the folders "
+                                 "allow when they allow fewer).")
     evaluate_parser.add_argument("--seed", type=int, default=0,
                                  help="Seed of the pair sampling (default: %(default)s).")
     evaluate_parser.add_argument("--output-dir", default="",

@@ -15,14 +15,14 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
-from siamese_tfx.components.contract import options
+from siamese_tfx.components.contract import errors, options, signatures
 from siamese_tfx.serving.config import ServerConfig
 
 if TYPE_CHECKING:
     from siamese_tfx.serving.client import SiameseClient
 
 DEFAULT_SERVER = "127.0.0.1:8500"
-DEFAULT_MODEL_NAME = ServerConfig.model_name  # the name `serve` serves by default
+DEFAULT_MODEL_NAME = signatures.DEFAULT_MODEL_NAME  # the name the client asks for by default
 _SERVER = "server"  # dest prefix of ServerConfig's options
 
 
@@ -72,7 +72,7 @@ def register(subparsers: Any) -> None:
 
     status = subparsers.add_parser(
         "status", help="Show the served model's versions and signatures.", description="Ask "
-        "ModelService.GetModelStatus and GetModelMetadata; exits 1 unless a version is AVAILABLE.",
+        "ModelService.GetModelStatus and GetModelMetadata; exits 7 unless a version is AVAILABLE.",
     )
     _add_client_options(status)
     status.set_defaults(func=run_status)
@@ -135,9 +135,19 @@ def _read_images(paths: Sequence[str]) -> list[bytes]:
     return images
 
 
-def _fail(message: str, code: int = 1) -> int:
+def _fail(message: str, code: int = errors.ExitCode.UNEXPECTED) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return code
+    return int(code)
+
+
+def _fail_call(args: argparse.Namespace, error: Any) -> int:
+    """A failed call (a ServingError): the server and model named, the exit code by whether
+    the server answered at all."""
+    if error.exit_code == errors.ExitCode.SERVER_UNREACHABLE:
+        where = f"no model server answered at {args.server} within {args.timeout:g}s"
+    else:
+        where = f"the server at {args.server} refused model {args.model_name!r}"
+    return _fail(f"{where}: {error}", error.exit_code)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -147,12 +157,13 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     from siamese_tfx.serving.batching import read_batching_parameters
     from siamese_tfx.serving.config import TlsConfig
+    from siamese_tfx.serving.model_manager import resolve_model_name
     from siamese_tfx.serving.server import serve_until_signalled
 
     if bool(args.tls_cert) != bool(args.tls_key):
-        return _fail("--tls-cert and --tls-key go together", 2)
+        return _fail("--tls-cert and --tls-key go together", errors.ExitCode.USAGE)
     if args.tls_client_ca and not args.tls_cert:
-        return _fail("--tls-client-ca needs --tls-cert and --tls-key", 2)
+        return _fail("--tls-client-ca needs --tls-cert and --tls-key", errors.ExitCode.USAGE)
     tls = (
         TlsConfig(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     )
@@ -161,8 +172,10 @@ def run_serve(args: argparse.Namespace) -> int:
             options.config_from_args(args, ServerConfig, _SERVER), tls=tls)
         if config.enable_batching:  # a bad file fails here, before anything loads
             read_batching_parameters(config.batching_parameters_file)
+        config = dataclasses.replace(
+            config, model_name=resolve_model_name(config.model_base, config.model_name))
     except ValueError as e:
-        return _fail(str(e), 2)
+        return _fail(str(e), errors.ExitCode.USAGE)
 
     def announce(handle) -> None:
         versions = handle.manager.served_versions()
@@ -182,7 +195,7 @@ def run_compare(args: argparse.Namespace) -> int:
     try:
         left, right = _read_images([args.left, args.right])
     except OSError as e:
-        return _fail(str(e), 2)
+        return _fail(str(e), errors.ExitCode.USAGE)
     from siamese_tfx.serving.client import ServingError
 
     try:
@@ -190,7 +203,7 @@ def run_compare(args: argparse.Namespace) -> int:
             result = client.compare(left, right)
             version = client.last_version
     except ServingError as e:
-        return _fail(str(e))
+        return _fail_call(args, e)
     if args.json:
         print(
             json.dumps(
@@ -219,7 +232,7 @@ def run_embed(args: argparse.Namespace) -> int:
     try:
         images = _read_images(args.images)
     except OSError as e:
-        return _fail(str(e), 2)
+        return _fail(str(e), errors.ExitCode.USAGE)
     import numpy as np
 
     from siamese_tfx.serving.client import ServingError
@@ -229,7 +242,7 @@ def run_embed(args: argparse.Namespace) -> int:
             embeddings = client.embed(images)
             version = client.last_version
     except ServingError as e:
-        return _fail(str(e))
+        return _fail_call(args, e)
     if args.output:
         np.save(args.output, embeddings)
     if args.json:
@@ -255,7 +268,7 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    """`siamese-tfx status`: prints version states and signatures; 1 unless one is AVAILABLE."""
+    """`siamese-tfx status`: prints version states and signatures; 7 unless one is AVAILABLE."""
     from siamese_tfx.serving.client import ServingError
 
     try:
@@ -267,7 +280,7 @@ def run_status(args: argparse.Namespace) -> int:
                 metadata = None
                 metadata_error = str(e)
     except ServingError as e:
-        return _fail(str(e))
+        return _fail_call(args, e)
     available = any(v.state == "AVAILABLE" for v in versions)
     if args.json:
         print(
@@ -291,7 +304,7 @@ def run_status(args: argparse.Namespace) -> int:
                 }
             )
         )
-        return 0 if available else 1
+        return _status_code(available)
     print(f"model {args.model_name} on {args.server}")
     for v in versions:
         error = f" ({v.error_code}: {v.error_message})" if v.error_code != "OK" else ""
@@ -306,7 +319,11 @@ def run_status(args: argparse.Namespace) -> int:
             inputs = ", ".join(f"{k}: {_spec(v)}" for k, v in sorted(sig.inputs.items()))
             outputs = ", ".join(f"{k}: {_spec(v)}" for k, v in sorted(sig.outputs.items()))
             print(f"    {name}({inputs}) -> ({outputs})")
-    return 0 if available else 1
+    return _status_code(available)
+
+
+def _status_code(available: bool) -> int:
+    return int(errors.ExitCode.OK if available else errors.ExitCode.NOT_SERVED)
 
 
 def _spec(spec: Any) -> str:

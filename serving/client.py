@@ -20,7 +20,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from siamese_tfx.components.contract import signatures
+from siamese_tfx.components.contract import errors, signatures
 from siamese_tfx.serving import requests
 from siamese_tfx.serving.requests import tensor_proto_to_ndarray
 
@@ -28,13 +28,20 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
-class ServingError(Exception):
-    """A failed call to the model server, with its gRPC status code and the server's message."""
+class ServingError(errors.ExpectedError):
+    """A failed call to the model server, with its gRPC status code and the server's message.
+    Its exit code: SERVER_UNREACHABLE when no server answered (in time), else NOT_SERVED."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
+
+    @property
+    def exit_code(self) -> errors.ExitCode:  # type: ignore[override]
+        unreachable = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        return (errors.ExitCode.SERVER_UNREACHABLE if self.code in unreachable
+                else errors.ExitCode.NOT_SERVED)
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ class SiameseClient:
     def __init__(
         self,
         address: str,
-        model_name: str = "siamese",
+        model_name: str = signatures.DEFAULT_MODEL_NAME,
         *,
         version: int | None = None,
         timeout: float = 10.0,

@@ -31,7 +31,9 @@ class ServerConfig:
 
     model_base: str = option(
         "", "Folder Pusher writes to (holds <model-name>/<version>/).", flags=("--model-base",))
-    model_name: str = option("siamese", "Served model name (its folder name).")
+    model_name: str = option(
+        "", "Served model name (its folder under --model-base). Default: the one model there; "
+        "with several, the server refuses to guess and lists them.")
     host: str = option("127.0.0.1", "Address to bind; keep loopback unless clients are remote.")
     port: int = option(8500, "gRPC port; 0 picks a free one (see ServingServer.port).")
     poll_interval_s: float = option(2.0, "Seconds between checks for new versions.",

@@ -32,7 +32,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, prediction_log_pb2
 
-from siamese_tfx.components.contract import signatures
+from siamese_tfx.components.contract import errors, signatures
 from siamese_tfx.serving.batching import Batcher, BatchingParameters, batch_rows
 from siamese_tfx.serving.errors import ServingStatusError
 
@@ -123,6 +123,41 @@ def is_version_name(name: str) -> bool:
     """Whether a folder name is a version number, as TF Serving reads them: ASCII digits that
     fit an int64."""
     return _VERSION_NAME.fullmatch(name) is not None and int(name) <= _MAX_VERSION
+
+
+def model_names(model_base: str) -> list[str]:
+    """The folders of `model_base` that hold at least one version folder: the models it holds."""
+    try:
+        entries = sorted(os.listdir(model_base))
+    except OSError:
+        return []
+    return [name for name in entries
+            if os.path.isdir(os.path.join(model_base, name))
+            and any(is_version_name(v) and os.path.isdir(os.path.join(model_base, name, v))
+                    for v in _listdir(os.path.join(model_base, name)))]
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def resolve_model_name(model_base: str, model_name: str) -> str:
+    """`model_name`, or when it is empty the only model under `model_base`; raises UsageError
+    naming the models found when there is not exactly one."""
+    if model_name:
+        return model_name
+    found = model_names(model_base)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise errors.UsageError(
+            f"--model-base {model_base!r} holds no model (no <model-name>/<version>/ folder); "
+            "give --model-name to wait for one to be pushed")
+    raise errors.UsageError(f"--model-base {model_base!r} holds {len(found)} models "
+                            f"({', '.join(found)}): choose one with --model-name")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ cannot tell the two apart.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -29,7 +30,7 @@ from siamese_tfx.components.contract import signatures
 from siamese_tfx.serving.batching import read_batching_parameters
 from siamese_tfx.serving.config import ServerConfig, TlsConfig
 from siamese_tfx.serving.errors import ServingStatusError
-from siamese_tfx.serving.model_manager import ModelManager
+from siamese_tfx.serving.model_manager import ModelManager, resolve_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -239,10 +240,15 @@ def start_server(config: ServerConfig) -> ServingServer:
     The server starts even when no version exists yet: it answers NOT_FOUND (and health
     NOT_SERVING) until Pusher writes one and the next poll loads it.
 
+    With no model name, serves the one model under the model base.
+
     Raises:
-        ValueError: the batching parameters file cannot be read or parsed.
+        ValueError: the batching parameters file cannot be read or parsed; or no model name
+            and not exactly one model under the base (UsageError, naming those found).
         OSError: the address cannot be bound.
     """
+    config = dataclasses.replace(
+        config, model_name=resolve_model_name(config.model_base, config.model_name))
     batching = (read_batching_parameters(config.batching_parameters_file)
                 if config.enable_batching else None)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

@@ -118,8 +118,9 @@ def test_client_errors_exit_non_zero_with_the_code(target, image_files, capsys):
         ["status", "--server", target.address, "--model-name", "no_such_model"]
     )
 
-    assert args.func(args) == 1
-    assert "NOT_FOUND" in capsys.readouterr().err
+    assert args.func(args) == 7  # NOT_SERVED: the server answered, without that model
+    err = capsys.readouterr().err
+    assert "NOT_FOUND" in err and "'no_such_model'" in err and target.address in err
 
 
 def test_missing_image_file_exits_2(target, tmp_path, capsys):
@@ -132,10 +133,11 @@ def test_missing_image_file_exits_2(target, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_serve_runs_until_sigterm(models, images):
+    """Without --model-name, `serve` serves the one model under --model-base."""
     needs_local_server()
     command = [
         sys.executable, "-m", "siamese_tfx.serving.cli", "serve", "--model-base", models.model_base,
-        "--model-name", models.model_name, "--port", "0", "--poll-interval", "0.5",
+        "--port", "0", "--poll-interval", "0.5",
     ]
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -144,7 +146,9 @@ def test_serve_runs_until_sigterm(models, images):
     watchdog.start()
     try:
         line = process.stdout.readline()
-        assert line.startswith("Serving model"), process.stderr.read() if not line else line
+        assert line.startswith(f"Serving model {models.model_name} versions [1, 2] on") or (
+            line.startswith(f"Serving model {models.model_name} versions [2] on")), (
+            process.stderr.read() if not line else line)
         address = line.rsplit(" on ", 1)[1].strip()
         from siamese_tfx.serving.client import SiameseClient
 
@@ -160,3 +164,18 @@ def test_serve_runs_until_sigterm(models, images):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_serve_without_model_name_refuses_to_guess_among_several(models, tmp_path):
+    needs_local_server()
+    base = tmp_path / "models"
+    for name in ("faces", "glyphs"):
+        os.makedirs(base / name)
+        os.symlink(models.newest, base / name / "1")
+    (base / "notes").mkdir()  # no version folder: not a model
+    command = [sys.executable, "-m", "siamese_tfx.pipeline.cli", "serve", "--model-base",
+               str(base), "--port", "0"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "holds 2 models (faces, glyphs): choose one with --model-name" in result.stderr
+    assert "Traceback" not in result.stderr
