@@ -1,8 +1,8 @@
 """The one typed configuration of a siamese-tfx run: `PipelineConfig`, and the Beam settings of
 the runners (`BeamConfig`, shared with the Kubeflow runner; `LocalBeamConfig` for local runs).
 
-`PipelineConfig` gathers the config sections of `siamese_tfx.components.contract.config` (one per component)
-with the run's names and locations. The CLI builds it (its options are generated from the fields'
+`PipelineConfig` gathers the config sections of `siamese_tfx.components.contract.config` (one
+per component) with the run's names and locations. The CLI builds it (its options are generated from the fields'
 help text), `pipeline.create_pipeline` hands each section to the component that needs it.
 Nothing here touches the environment or the file system.
 """

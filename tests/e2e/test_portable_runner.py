@@ -4,7 +4,6 @@ SDK workers of an EXTERNAL worker pool, both separate processes on 127.0.0.1 sta
 own Python job service and worker pool). Each result must equal DirectRunner's on the same data
 and seed."""
 
-import dataclasses
 import glob
 import json
 import os
@@ -262,11 +261,13 @@ def test_without_the_worker_pool_the_run_fails(images, tmp_path, job_service):
     """No silent fallback to in-process execution: with nothing at the worker pool address the
     job service's job fails, and so does the run."""
     workdir = tmp_path / "no_pool"
-    jobs_before = job_service.log().count(JOB_STARTED)
-    config = dataclasses.replace(_config(images, workdir), enable_cache=False)
+    seen_before = len(job_service.log())
+    nowhere = f"localhost:{_free_port()}"
     with pytest.raises(Exception):
-        _run(config, workdir, _portable(job_service, f"localhost:{_free_port()}"))
-    assert job_service.log().count(JOB_STARTED) > jobs_before
+        _run(_config(images, workdir), workdir, _portable(job_service, nowhere))
+    seen = job_service.log()[seen_before:]
+    assert JOB_STARTED in seen and f"Requesting worker at {nowhere}" in seen, seen[-3000:]
+    assert "Error running pipeline" in seen and JOB_DONE not in seen
 
 
 def test_run_refuses_an_unreachable_job_service_at_once(images, tmp_path, capsys):
