@@ -4,6 +4,7 @@ SDK workers of an EXTERNAL worker pool, both separate processes on 127.0.0.1 sta
 own Python job service and worker pool). Each result must equal DirectRunner's on the same data
 and seed."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -156,19 +158,58 @@ def _run(config: PipelineConfig, workdir, beam: LocalBeamConfig):
                             progress=None, log_path=str(workdir / "tfx.log"))
 
 
-@pytest.fixture(scope="module")
-def direct_run(images, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("direct")
-    return _run(_config(images, workdir), workdir, LocalBeamConfig())
+class _Summary:
+    """The run summary the CLI wrote (`--summary-json`), with RunSummary's attributes."""
+
+    def __init__(self, path: str):
+        with open(path) as f:
+            self.__dict__.update(json.load(f))
+        self.components = [SimpleNamespace(**c) for c in self.components]
 
 
 @pytest.fixture(scope="module")
-def portable_run(images, tmp_path_factory, job_service, worker_pool):
-    workdir = tmp_path_factory.mktemp("portable")
+def runs(images, tmp_path_factory, job_service, worker_pool):
+    """The same pipeline and data twice, at the same time (2 cores): `siamese-tfx run` on the
+    portable runner, as a user runs it (a relative --image-root: workers run elsewhere), and
+    DirectRunner in this process. Returns (direct summary, portable summary, jobs the job
+    service ran for the portable run)."""
+    portable_dir = tmp_path_factory.mktemp("portable")
+    config = dataclasses.replace(_config(os.path.basename(images), portable_dir),
+                                 pipeline_root="", serving_dir="")
+    config_file = portable_dir / "config.json"
+    config_file.write_text(config.to_json())
     jobs_before = job_service.log().count(JOB_STARTED)
-    summary = _run(_config(images, workdir), workdir,
-                   _portable(job_service, worker_pool.address))
-    return summary, job_service.log().count(JOB_STARTED) - jobs_before
+    with open(portable_dir / "cli.log", "wb") as log:
+        cli_run = subprocess.Popen(
+            [sys.executable, "-m", "siamese_tfx.pipeline.cli", "run", "--config",
+             str(config_file), "--output-dir", str(portable_dir), "--summary-json",
+             str(portable_dir / "summary.json"), "--beam-runner", "PortableRunner",
+             "--beam-job-endpoint", job_service.endpoint, "--beam-environment-type",
+             "EXTERNAL", "--beam-environment-config", worker_pool.address],
+            cwd=os.path.dirname(images), env=_worker_env(), stdout=log,
+            stderr=subprocess.STDOUT)
+    try:
+        direct_dir = tmp_path_factory.mktemp("direct")
+        direct = _run(_config(images, direct_dir), direct_dir, LocalBeamConfig())
+        code = cli_run.wait(timeout=900)
+    finally:
+        if cli_run.poll() is None:
+            cli_run.kill()
+            cli_run.wait()
+    output = (portable_dir / "cli.log").read_text(errors="replace")
+    assert code == 0, output[-5000:]
+    portable = _Summary(str(portable_dir / "summary.json"))
+    return direct, portable, job_service.log().count(JOB_STARTED) - jobs_before
+
+
+@pytest.fixture(scope="module")
+def direct_run(runs):
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def portable_run(runs):
+    return runs[1:]
 
 
 def _output(summary, component: str, key: str) -> str:
@@ -177,14 +218,20 @@ def _output(summary, component: str, key: str) -> str:
     return uri
 
 
-def _records(summary, component: str, key: str) -> dict[str, list[bytes]]:
-    """Every split's serialized tf.Examples, sorted (runners may write them in any order)."""
+def _records(summary, component: str, key: str) -> dict[str, list]:
+    """Every split's tf.Examples as sorted (feature, values) tuples: runners may write the
+    examples, and protobuf the features of each, in any order."""
     folder = _output(summary, component, key)
     splits = {}
     for split in sorted(glob.glob(os.path.join(folder, "Split-*"))):
         files = sorted(glob.glob(os.path.join(split, "*")))
-        records = tf.data.TFRecordDataset(files, compression_type="GZIP")
-        splits[os.path.basename(split)] = sorted(r.numpy() for r in records)
+        examples = []
+        for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+            example = tf.train.Example.FromString(record.numpy())
+            examples.append(tuple(sorted(
+                (name, tuple(getattr(feature, feature.WhichOneof("kind")).value))
+                for name, feature in example.features.feature.items())))
+        splits[os.path.basename(split)] = sorted(examples)
     return splits
 
 
@@ -194,7 +241,7 @@ def test_every_beam_component_ran_as_jobs_of_the_job_service_on_the_pool(portabl
     summary, jobs = portable_run
     states = {c.component: c.state for c in summary.components}
     assert all(states[c] == "COMPLETE" for c in BEAM_COMPONENTS), states
-    assert summary.pushed_path, summary.format()
+    assert summary.pushed_path, summary.not_pushed_reason
     # Not run in-process: the job service ran a job per Beam component (Transform's analysis
     # and transform included), each to DONE, with workers the pool started.
     assert jobs >= len(BEAM_COMPONENTS), job_service.log()[-3000:]
