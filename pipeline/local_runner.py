@@ -38,7 +38,7 @@ def beam_pipeline_args(beam: LocalBeamConfig) -> list[str]:
 def check_job_endpoint(beam: LocalBeamConfig, timeout_s: float = JOB_SERVICE_TIMEOUT_S) -> None:
     """Raises BeamEndpointError unless the job service of `beam` answers within `timeout_s`
     (Beam itself would wait 60 s per component and then fail with a bare FutureTimeoutError)."""
-    if not beam.beam_job_endpoint:
+    if not (beam.is_portable and beam.beam_job_endpoint):
         return
     import grpc
 
