@@ -14,6 +14,7 @@ from typing import Any
 
 from siamese_tfx.components.contract.config import check, option
 from siamese_tfx.kubeflow import tfjob
+from siamese_tfx.pipeline.config import BeamConfig
 
 AUTO_RUNNER = "auto"
 DISTRIBUTED_RUNNERS = ("DataflowRunner", "FlinkRunner", "SparkRunner")
@@ -27,8 +28,10 @@ SHARED_STORAGE_SCHEMES = ("gs://", "s3://", "hdfs://")
 
 
 @dataclass(frozen=True)
-class KubeflowConfig:
-    """How the pipeline runs on Kubeflow Pipelines (the pipeline itself is PipelineConfig)."""
+class KubeflowConfig(BeamConfig):
+    """How the pipeline runs on Kubeflow Pipelines (the pipeline itself is PipelineConfig). The
+    portable runners' environment and the extra Beam arguments are BeamConfig's, as for a local
+    run."""
 
     image: str = option("", "Pipeline image (built from the repo's Dockerfile), e.g. "
                       "ghcr.io/acme/siamese-tfx:0.1.0. Every component runs in it.")
@@ -45,16 +48,6 @@ class KubeflowConfig:
     flink_master: str = option("", "Flink JobManager address host:port (FlinkRunner).")
     spark_master_url: str = option("", "Spark master URL, e.g. spark://spark-master:7077 "
                                  "(SparkRunner).")
-    beam_environment_type: str = option(
-        "EXTERNAL", "Portable runners (Flink, Spark): how the SDK harness runs. EXTERNAL uses a "
-        "Beam worker pool sidecar running the pipeline image.",
-        choices=("EXTERNAL", "DOCKER", "PROCESS"))
-    beam_environment_config: str = option(
-        "localhost:50000", "Portable runners: the worker pool address (EXTERNAL), or the SDK "
-        "image (DOCKER; empty = the pipeline image).")
-    beam_extra_args: tuple[str, ...] = option(
-        (), "Further Beam pipeline arguments, appended as given; on the command line use the = "
-        "form: --beam-extra-args=--max_num_workers=20.")
     trainer_gpu_type: str = option(
         "nvidia.com/gpu", "Accelerator type of the Trainer: the Kubernetes resource name on "
         "Kubeflow Pipelines (nvidia.com/gpu), or a Vertex AI type (NVIDIA_TESLA_T4).")
@@ -115,6 +108,7 @@ class KubeflowConfig:
         "data under the same path would reuse stale examples: off by default.")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for f in dataclasses.fields(self):  # A JSON config gives lists.
             if isinstance(f.default, tuple) and isinstance(getattr(self, f.name), list):
                 object.__setattr__(self, f.name, tuple(getattr(self, f.name)))

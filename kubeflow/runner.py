@@ -85,12 +85,8 @@ def beam_pipeline_args(kf: KubeflowConfig) -> list[str]:
             "--experiments=use_runner_v2",
         ]
     else:
-        args.append(f"--environment_type={kf.beam_environment_type}")
-        env_config = kf.beam_environment_config
-        if kf.beam_environment_type == "DOCKER":
-            env_config = env_config or kf.image
-        if env_config:
-            args.append(f"--environment_config={env_config}")
+        args += kf.environment_args(
+            default_config=kf.image if kf.beam_environment_type == "DOCKER" else "")
         if kf.beam_runner == "FlinkRunner":
             args.append(f"--flink_master={kf.flink_master}")
         else:

@@ -10,9 +10,10 @@ import os
 import sys
 
 from siamese_tfx.components.contract import errors, options
-from siamese_tfx.pipeline.config import PipelineConfig
+from siamese_tfx.pipeline.config import LocalBeamConfig, PipelineConfig
 
 _PREFIX = "pipeline"  # dest prefix of PipelineConfig's own fields; sections use their names
+_BEAM = "beam"  # dest prefix of LocalBeamConfig's fields
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -39,24 +40,39 @@ def _add_run_location_options(parser: argparse.ArgumentParser, default_output: s
                         help="Also write the run summary as JSON to this file.")
 
 
+def _absolute(path: str) -> str:
+    """A local path made absolute (Beam workers run in another working directory); URIs
+    (gs://, s3://, ...) and empty settings as given."""
+    return path if not path or "://" in path else os.path.abspath(path)
+
+
 def _resolve(args: argparse.Namespace, base: PipelineConfig) -> tuple[PipelineConfig, str]:
     config = config_from_args(args, base)
     output = os.path.abspath(args.output_dir)
     config = dataclasses.replace(
         config,
-        pipeline_root=config.pipeline_root or os.path.join(output, "pipeline"),
-        serving_dir=config.serving_dir or os.path.join(output, "serving"),
+        pipeline_root=_absolute(config.pipeline_root) or os.path.join(output, "pipeline"),
+        serving_dir=_absolute(config.serving_dir) or os.path.join(output, "serving"),
+        # The manifest's path is relative to the image root (as are its rows).
+        data=dataclasses.replace(config.data, image_root=_absolute(config.data.image_root)),
+        validation=dataclasses.replace(
+            config.validation, schema_path=_absolute(config.validation.schema_path)),
     )
     return config, args.metadata_path or os.path.join(output, "metadata.sqlite")
 
 
 def _run_pipeline(config: PipelineConfig, metadata_path: str, summary_json: str | None,
-                  log_path: str):
+                  log_path: str, beam: LocalBeamConfig = LocalBeamConfig()):
     from siamese_tfx.pipeline import local_runner
 
     print(f"Pipeline {config.pipeline_name}: root {config.pipeline_root}\n"
           f"Log (TFX, Beam, TensorFlow): {log_path}", flush=True)
-    summary = local_runner.run(config, metadata_path, log_path=log_path)
+    if beam.is_portable:
+        print(f"Beam: {beam.beam_runner} at {beam.beam_job_endpoint or '(its own job server)'}",
+              flush=True)
+    summary = local_runner.run(config, metadata_path,
+                               beam_pipeline_args=local_runner.beam_pipeline_args(beam),
+                               log_path=log_path)
     print(summary.format(), flush=True)
     if summary_json:
         with open(summary_json, "w") as f:
@@ -80,7 +96,14 @@ def _check_inputs(config: PipelineConfig) -> None:
 def run_command(args: argparse.Namespace) -> int:
     config, metadata_path = _resolve(args, PipelineConfig())
     _check_inputs(config)
-    summary = _run_pipeline(config, metadata_path, args.summary_json, args.log_file)
+    from siamese_tfx.pipeline import local_runner
+
+    try:
+        beam = options.apply_args(LocalBeamConfig(), args, _BEAM)
+    except ValueError as e:
+        raise errors.UsageError(str(e)) from e
+    local_runner.check_job_endpoint(beam)
+    summary = _run_pipeline(config, metadata_path, args.summary_json, args.log_file, beam)
     return int(errors.ExitCode.OK if summary.pushed_path else errors.ExitCode.NOT_PUSHED)
 
 
@@ -98,13 +121,16 @@ def demo_command(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
-        "run", help="Run the whole pipeline locally (LocalDagRunner, Beam DirectRunner).",
+        "run", help="Run the whole pipeline locally (LocalDagRunner; Beam's DirectRunner, or a "
+        "portable runner with --beam-runner).",
         description="Ingest, validate, transform, train, evaluate and push, locally. Exits 0 "
         "when a model was pushed, 3 when the run finished without pushing (the exit codes "
         "below).",
     )
     _add_run_location_options(run, "runs/siamese")
     add_config_options(run)
+    options.add_dataclass_options(run, LocalBeamConfig, _BEAM,
+                                  "Beam runner (default: DirectRunner in this process)")
     run.set_defaults(func=run_command)
 
     demo_parser = subparsers.add_parser(

@@ -1,4 +1,5 @@
-"""Runs the pipeline on this machine: LocalDagRunner, Beam DirectRunner, SQLite ML Metadata."""
+"""Runs the pipeline on this machine: LocalDagRunner, SQLite ML Metadata, and Beam's DirectRunner
+in this process or a portable runner (a job service and its workers) from `LocalBeamConfig`."""
 
 from __future__ import annotations
 
@@ -10,12 +11,50 @@ from typing import Optional, Sequence, TextIO
 
 from tfx import v1 as tfx
 
+from siamese_tfx.components.contract import errors
 from siamese_tfx.pipeline import console
 from siamese_tfx.pipeline import summary as summary_lib
-from siamese_tfx.pipeline.config import PipelineConfig
+from siamese_tfx.pipeline.config import LocalBeamConfig, PipelineConfig
 from siamese_tfx.pipeline.pipeline import COMPONENT_ORDER, create_pipeline
 
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+JOB_SERVICE_TIMEOUT_S = 10.0
+
+
+class BeamEndpointError(errors.UsageError):
+    """The configured Beam job service does not answer."""
+
+
+def beam_pipeline_args(beam: LocalBeamConfig) -> list[str]:
+    """The Beam arguments of every Beam component for `beam`: DirectRunner in this process
+    (one in-memory worker unless the extra arguments say otherwise), or a portable runner
+    submitting to its job service with the configured SDK harness environment."""
+    if not beam.is_portable:
+        return list(DEFAULT_BEAM_ARGS) + list(beam.beam_extra_args)
+    args = [f"--runner={beam.beam_runner}"]
+    if beam.beam_job_endpoint:
+        args.append(f"--job_endpoint={beam.beam_job_endpoint}")
+    return args + beam.environment_args() + list(beam.beam_extra_args)
+
+
+def check_job_endpoint(beam: LocalBeamConfig, timeout_s: float = JOB_SERVICE_TIMEOUT_S) -> None:
+    """Raises BeamEndpointError unless the job service of `beam` answers within `timeout_s`
+    (Beam itself would wait 60 s per component and then fail with a bare FutureTimeoutError)."""
+    if not (beam.is_portable and beam.beam_job_endpoint):
+        return
+    import grpc
+
+    channel = grpc.insecure_channel(beam.beam_job_endpoint)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        raise BeamEndpointError(
+            f"no Beam job service answers at {beam.beam_job_endpoint} (--beam-job-endpoint) "
+            f"within {timeout_s:g} s: start it (e.g. python -m "
+            "apache_beam.runners.portability.local_job_service_main --port PORT) or fix the "
+            "address") from None
+    finally:
+        channel.close()
 
 
 class _Progress(logging.Handler):

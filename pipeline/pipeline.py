@@ -75,6 +75,12 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
+                # The serving signature of the SavedModel, not the Keras model: Beam workers
+                # (Flink, Spark, the portable runner) load it in fresh processes, where the
+                # project's Keras objects (metrics, layers) are not registered. TFMA would pick
+                # TF_GENERIC there anyway after the Keras load failed in a fresh driver process
+                # (a Kubeflow pod), and TF_KERAS in a process that had run the Trainer.
+                model_type=tfma.TF_GENERIC,
                 signature_name=signatures.SERVING_DEFAULT,
                 label_key=features.LABEL,
                 prediction_key=signatures.SIMILARITY,
