@@ -317,11 +317,11 @@ def test_without_the_worker_pool_the_run_fails(images, tmp_path, job_service):
     assert "Error running pipeline" in seen and JOB_DONE not in seen
 
 
-def test_run_refuses_an_unreachable_job_service_at_once(images, tmp_path, capsys):
+def test_run_refuses_an_unreachable_job_service_at_once(images, tmp_path, capfd):
     code = cli.main(["run", "--output-dir", str(tmp_path), "--image-root", images,
                      "--class-depth", "2", "--beam-runner", "PortableRunner",
                      "--beam-job-endpoint", f"localhost:{_free_port()}"])
     assert code == 2
-    error = capsys.readouterr().err
+    error = capfd.readouterr().err  # the terminal's stderr (the CLI sends the rest to its log)
     assert "no Beam job service answers at localhost:" in error and "--beam-job-endpoint" in error
     assert not os.path.exists(tmp_path / "metadata.sqlite")

@@ -179,14 +179,14 @@ def test_without_dot_the_diagrams_are_skipped_and_the_summary_is_still_written(
     assert "Diagram skipped" in describe.summary_line(str(tmp_path))
 
 
-def _describe(argv, capsys) -> tuple[int, str, str]:
+def _describe(argv, capfd) -> tuple[int, str, str]:
     code = cli.main(["describe", *argv])
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     return code, captured.out, captured.err
 
 
 def test_describe_reads_the_exported_model_and_tells_siamese_from_pseudo_siamese(
-        tmp_path, transform_graph, capsys):
+        tmp_path, transform_graph, capfd):
     siamese, backbone = _network(True, seed=1)
     pseudo, pseudo_backbone = _network(False, seed=1)
     counts = {"siamese": describe.describe_network(siamese),
@@ -196,7 +196,7 @@ def test_describe_reads_the_exported_model_and_tells_siamese_from_pseudo_siamese
                                0.25)}
     for kind, threshold in (("siamese", "0.625"), ("pseudo", "0.25")):
         # A model folder of numbered versions resolves to its newest version.
-        code, out, _ = _describe(["--model", os.path.dirname(paths[kind])], capsys)
+        code, out, _ = _describe(["--model", os.path.dirname(paths[kind])], capfd)
         assert code == 0
         assert f"SavedModel: {paths[kind]}" in out
         assert f"Match threshold: {threshold} (match: distance <= threshold)" in out
@@ -217,24 +217,24 @@ def test_describe_reads_the_exported_model_and_tells_siamese_from_pseudo_siamese
     assert counts["pseudo"].sharing_sentence() != counts["siamese"].sharing_sentence()
 
 
-def test_describe_draws_the_diagram_or_says_why_not(tmp_path, transform_graph, capsys,
+def test_describe_draws_the_diagram_or_says_why_not(tmp_path, transform_graph, capfd,
                                                     monkeypatch, path_without_dot):
     siamese, backbone = _network(False)
     path = _export(siamese, backbone, transform_graph, tmp_path / "model")
     diagram = str(tmp_path / "out.png")
-    code, out, _ = _describe(["--model", path, "--diagram", diagram], capsys)
+    code, out, _ = _describe(["--model", path, "--diagram", diagram], capfd)
     assert code == 0 and f"Diagram: {diagram}" in out
     assert Image.open(diagram).size[0] > 400  # two backbones side by side
 
     monkeypatch.setenv("PATH", path_without_dot)
     os.remove(diagram)
-    code, out, err = _describe(["--model", path, "--diagram", diagram], capsys)
+    code, out, err = _describe(["--model", path, "--diagram", diagram], capfd)
     assert code == 1 and not os.path.exists(diagram)
     assert "diagram skipped: Graphviz's dot is not on PATH" in err
     assert "the weights are NOT shared" in out  # the rest is still printed
 
 
-def test_describe_of_a_model_without_a_keras_network_and_of_no_model(tmp_path, capsys):
+def test_describe_of_a_model_without_a_keras_network_and_of_no_model(tmp_path, capfd):
     class Plain(tf.Module):
         def __init__(self):
             super().__init__()
@@ -247,15 +247,15 @@ def test_describe_of_a_model_without_a_keras_network_and_of_no_model(tmp_path, c
 
     module = Plain()
     tf.saved_model.save(module, str(tmp_path / "plain"), signatures={"embed": module.embed})
-    code, out, _ = _describe(["--model", str(tmp_path / "plain")], capsys)
+    code, out, _ = _describe(["--model", str(tmp_path / "plain")], capfd)
     assert code == 0
     assert "Match threshold: 0.5" in out and "max_batch = 64" in out
     assert "Parameter counts: not available:" in out and "no Keras model in this SavedModel" in out
 
-    code, out, err = _describe(["--model", str(tmp_path / "missing")], capsys)
+    code, out, err = _describe(["--model", str(tmp_path / "missing")], capfd)
     assert code == 2 and out == "" and "--model" in err and "no such folder" in err
     os.makedirs(tmp_path / "empty")
-    code, _, err = _describe(["--model", str(tmp_path / "empty")], capsys)
+    code, _, err = _describe(["--model", str(tmp_path / "empty")], capfd)
     assert code == 2 and "not a SavedModel folder" in err
 
 
