@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -36,24 +34,19 @@ def evaluate_identification(model: str, gallery: str, queries: str, class_depth:
     saved_model = resolve_saved_model(model)
     entries = gallery_lib.read_gallery(gallery, class_depth)
     query_entries = gallery_lib.read_gallery(queries, class_depth)
-    with tempfile.TemporaryDirectory(prefix="identify-") as scratch:
-        built = os.path.join(scratch, "1")
-        record = gallery_lib.build_gallery_model(
-            saved_model, entries, built, "evaluate", aggregate,
-            top_k=len({e.label for e in entries}))
-        loaded = tf.saved_model.load(built)
-        identify = loaded.signatures[signatures.IDENTIFY]
-        images = [gallery_lib.read_image(e.path) for e in query_entries]
-        labels, distances = [], []
-        for start in range(0, len(images), batch_size):
-            out = identify(**{signatures.IDENTIFY_INPUT: tf.constant(
-                images[start:start + batch_size])})
-            labels.append(out[signatures.LABELS].numpy().astype(str))
-            distances.append(out[signatures.DISTANCES].numpy())
-        queries_embedded = gallery_lib.embed(loaded, images, batch_size)
-        exemplars = gallery_lib.embed(
-            loaded, [gallery_lib.read_image(e.path) for e in entries], batch_size)
-        threshold = float(getattr(loaded, signatures.THRESHOLD_ATTR).numpy())
+    base = gallery_lib.load_model(saved_model)
+    # The identify function a gallery build saves, run in-process.
+    module, exemplar_images, record = gallery_lib.gallery_module(
+        base, entries, aggregate, top_k=len({e.label for e in entries}))
+    images = [gallery_lib.read_image(e.path) for e in query_entries]
+    labels, distances = [], []
+    for start in range(0, len(images), batch_size):
+        out = module.identify(tf.constant(images[start:start + batch_size]))
+        labels.append(out[signatures.LABELS].numpy().astype(str))
+        distances.append(out[signatures.DISTANCES].numpy())
+    queries_embedded = gallery_lib.embed(base, images, batch_size)
+    exemplars = gallery_lib.embed(base, exemplar_images, batch_size)
+    threshold = float(getattr(base, signatures.THRESHOLD_ATTR).numpy())
     exemplar_distances = np.linalg.norm(
         queries_embedded[:, None, :] - exemplars[None, :, :], axis=2)
     metrics = identification.identification_metrics(
@@ -70,7 +63,7 @@ def _build_command(args: argparse.Namespace) -> int:
     try:
         path, record = gallery_lib.write_next_version(
             resolve_saved_model(args.model), args.gallery, args.serving_dir, args.model_name,
-            args.aggregate, args.top_k, args.class_depth)
+            args.aggregate, args.top_k, args.class_depth, args.threshold)
     except (ValueError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -128,6 +121,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--top-k", type=int, default=5,
                        help="Identities identify returns per query, nearest first (at most the "
                        "gallery's identities) (default: %(default)s).")
+    build.add_argument("--threshold", type=float, default=None,
+                       help="identify's known: nearest distance <= this (default: the model's "
+                       "calibrated match threshold; e.g. evaluate-identification's "
+                       "threshold_at_far_0.01 for a 1%% false-alarm rate).")
     build.set_defaults(func=_build_command)
 
     evaluate = subparsers.add_parser(

@@ -30,8 +30,8 @@ EMBEDDING = "embedding"
 # whether the nearest one is within the match threshold ([batch]; False: "unknown").
 LABELS = "labels"  # string
 DISTANCES = "distances"  # float32: the identity's distance (nearest exemplar or mean embedding)
-SIMILARITIES = "similarities"  # float32: as compare's similarity for that distance
-KNOWN = "known"  # bool: distances[:, 0] <= the match threshold
+SIMILARITIES = "similarities"  # float32: as compare's similarity, at the identify threshold
+KNOWN = "known"  # bool: distances[:, 0] <= the identify threshold (IDENTIFY_THRESHOLD_ATTR)
 IDENTIFY_OUTPUTS = (LABELS, DISTANCES, SIMILARITIES, KNOWN)
 
 # TF Serving replays <version>/assets.extra/tf_serving_warmup_requests before serving a version.
@@ -51,6 +51,9 @@ GALLERY_EMBEDDINGS_ATTR = "gallery_embeddings"  # float32 [vectors, D]
 GALLERY_IDENTITIES_ATTR = "gallery_identities"  # int32 [vectors]: each vector's identity index
 GALLERY_LABELS_ATTR = "gallery_labels"  # string [identities]
 IDENTIFY_TOP_K_ATTR = "identify_top_k"  # int64: k of identify's outputs
+# float32: identify's known = distance <= this (the match threshold unless the build set one,
+# e.g. for a false-alarm rate that evaluate-identification measured).
+IDENTIFY_THRESHOLD_ATTR = "identify_threshold"
 # <version>/assets/gallery.json: the gallery version, its files' fingerprint, how it was built.
 GALLERY_ASSET = "gallery.json"
 # How identify scores an identity with several exemplars: its nearest exemplar's distance, or

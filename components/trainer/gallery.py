@@ -8,7 +8,8 @@ model again with the embeddings and labels as variables and a new signature:
 
 - `identify`: image (encoded bytes) [batch] -> labels, distances, similarities [batch, k] (the
   k nearest identities, nearest first) and known [batch] (the nearest within the model's
-  calibrated match threshold; otherwise the query is "unknown").
+  calibrated match threshold, or the threshold the build was given; otherwise the query is
+  "unknown"). similarities are compare's similarity of those distances at that threshold.
 
 The search is exact: one matrix product gives every query's Euclidean distance to every stored
 vector, an identity's distance is its nearest exemplar's (`aggregate="nearest"`) or its mean
@@ -190,7 +191,8 @@ class GalleryModel(tf.Module):
     `identify`."""
 
     def __init__(self, base: Any, vectors: np.ndarray, ids: np.ndarray,
-                 identities: Sequence[str], top_k: int, temperature: float) -> None:
+                 identities: Sequence[str], top_k: int, temperature: float,
+                 threshold: float | None = None) -> None:
         super().__init__()
         self.base = base
         for name in (signatures.THRESHOLD_ATTR,) + signatures.LIMIT_ATTRS:
@@ -204,6 +206,10 @@ class GalleryModel(tf.Module):
             name=signatures.GALLERY_LABELS_ATTR))
         setattr(self, signatures.IDENTIFY_TOP_K_ATTR, tf.Variable(
             top_k, trainable=False, dtype=tf.int64, name=signatures.IDENTIFY_TOP_K_ATTR))
+        calibrated = float(getattr(base, signatures.THRESHOLD_ATTR).numpy())
+        setattr(self, signatures.IDENTIFY_THRESHOLD_ATTR, tf.Variable(
+            calibrated if threshold is None else threshold, trainable=False, dtype=tf.float32,
+            name=signatures.IDENTIFY_THRESHOLD_ATTR))
         self._top_k = top_k
         self._num_identities = len(identities)
         self._temperature = temperature
@@ -226,7 +232,7 @@ class GalleryModel(tf.Module):
             self._num_identities))  # [batch, identities]
         negated, index = tf.math.top_k(-per_identity, k=self._top_k)
         nearest = -negated
-        threshold = getattr(self, signatures.THRESHOLD_ATTR)
+        threshold = getattr(self, signatures.IDENTIFY_THRESHOLD_ATTR)
         match = nearest <= threshold
         similarity = tf.sigmoid((threshold - nearest) / self._temperature)
         similarity = tf.where(match, tf.maximum(similarity, 0.5),
@@ -239,42 +245,60 @@ class GalleryModel(tf.Module):
         }
 
 
-def build_gallery_model(model_dir: str, entries: Sequence[GalleryEntry], export_dir: str,
-                        model_name: str, aggregate: str = "nearest", top_k: int = 5,
-                        record: dict | None = None) -> dict:
-    """Saves the model at `model_dir` with the gallery `entries` and `identify` to `export_dir`
-    (which must not exist), with warmup requests for every signature. Returns what
-    `assets/gallery.json` records (`record` is added to it)."""
-    if top_k < 1:
-        raise ValueError(f"top_k {top_k}: must be at least 1")
+def load_model(model_dir: str) -> Any:
+    """The exported model at `model_dir`; ValueError unless it has `embed` and stores its
+    threshold and limits."""
     base = tf.saved_model.load(model_dir)
     missing = [name for name in (signatures.THRESHOLD_ATTR,) + signatures.LIMIT_ATTRS
                if getattr(base, name, None) is None]
-    if missing or signatures.EMBED not in base.signatures:
+    if signatures.EMBED not in base.signatures:
+        missing.append(f"the {signatures.EMBED} signature")
+    if missing:
         raise ValueError(f"--model {model_dir}: not an exported Siamese model with the embed "
-                         f"signature and stored threshold and limits (lacks "
-                         f"{missing or [signatures.EMBED]})")
+                         f"signature and its stored threshold and limits (lacks {missing})")
+    return base
+
+
+def gallery_module(base: Any, entries: Sequence[GalleryEntry], aggregate: str = "nearest",
+                   top_k: int = 5, threshold: float | None = None
+                   ) -> tuple[GalleryModel, list[bytes], dict]:
+    """The gallery model of the loaded model `base` and the exemplars `entries`, their encoded
+    images, and what `assets/gallery.json` records of it. `threshold`: identify's (None: the
+    model's calibrated match threshold)."""
+    if top_k < 1:
+        raise ValueError(f"top_k {top_k}: must be at least 1")
     images = [read_image(entry.path) for entry in entries]
     embeddings = embed(base, images)
     temperature = _temperature(base, images, embeddings)
     vectors, ids, identities = gallery_vectors(embeddings, [e.label for e in entries], aggregate)
     k = min(top_k, len(identities))
-    module = GalleryModel(base, vectors, ids, identities, k, temperature)
-    functions = {name: base.signatures[name] for name in signatures.CONTRACT
-                 if name in base.signatures}
-    functions[signatures.IDENTIFY] = module.identify.get_concrete_function()
-    tf.saved_model.save(module, export_dir, signatures=functions)
     info = {
         "gallery_fingerprint": fingerprint(entries, images),
         "identities": len(identities),
         "exemplars": len(entries),
         "aggregate": aggregate,
         "top_k": k,
+        "identify_threshold": threshold,
+        "match_threshold": float(getattr(base, signatures.THRESHOLD_ATTR).numpy()),
         "embedding_size": int(vectors.shape[1]),
-        "source_model": os.path.abspath(model_dir),
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **(record or {}),
     }
+    return GalleryModel(base, vectors, ids, identities, k, temperature, threshold), images, info
+
+
+def build_gallery_model(model_dir: str, entries: Sequence[GalleryEntry], export_dir: str,
+                        model_name: str, aggregate: str = "nearest", top_k: int = 5,
+                        threshold: float | None = None, record: dict | None = None) -> dict:
+    """Saves the model at `model_dir` with the gallery `entries` and `identify` to `export_dir`
+    (which must not exist), with warmup requests for every signature. Returns what
+    `assets/gallery.json` records (`record` is added to it)."""
+    base = load_model(model_dir)
+    module, images, info = gallery_module(base, entries, aggregate, top_k, threshold)
+    functions = {name: base.signatures[name] for name in signatures.CONTRACT
+                 if name in base.signatures}
+    functions[signatures.IDENTIFY] = module.identify.get_concrete_function()
+    tf.saved_model.save(module, export_dir, signatures=functions)
+    info.update(source_model=os.path.abspath(model_dir), **(record or {}))
     assets = os.path.join(export_dir, "assets")
     os.makedirs(assets, exist_ok=True)
     with open(os.path.join(assets, signatures.GALLERY_ASSET), "w") as f:
@@ -299,8 +323,8 @@ def _versions(model_base_dir: str) -> list[int]:
 
 
 def write_next_version(model_dir: str, gallery: str, serving_dir: str, model_name: str,
-                       aggregate: str = "nearest", top_k: int = 5,
-                       class_depth: int = 1) -> tuple[str, dict]:
+                       aggregate: str = "nearest", top_k: int = 5, class_depth: int = 1,
+                       threshold: float | None = None) -> tuple[str, dict]:
     """Builds the gallery model of `model_dir` and the gallery at `gallery` (folder or
     manifest) as the next version under `serving_dir/model_name/`. Returns (its path, its
     gallery record)."""
@@ -313,7 +337,8 @@ def write_next_version(model_dir: str, gallery: str, serving_dir: str, model_nam
     scratch = tempfile.mkdtemp(prefix=f".{model_name}-gallery-", dir=serving_dir)
     try:
         staged = os.path.join(scratch, str(version))
-        record = build_gallery_model(model_dir, entries, staged, model_name, aggregate, top_k, {
+        record = build_gallery_model(model_dir, entries, staged, model_name, aggregate, top_k,
+                                     threshold, {
             "gallery_version": version, "gallery_source": os.path.abspath(gallery),
             "previous_gallery_fingerprint": (previous or {}).get("gallery_fingerprint")})
         target = os.path.join(model_base_dir, str(version))
