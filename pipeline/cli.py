@@ -35,7 +35,7 @@ def _epilog() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from siamese_tfx.kubeflow import cli as kubeflow_cli
-    from siamese_tfx.pipeline import commands, data_report, describe, quality
+    from siamese_tfx.pipeline import commands, data_report, describe, gallery, quality
     from siamese_tfx.serving import cli as serving_cli
 
     parser = argparse.ArgumentParser(
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_report.register(subparsers)
     quality.register(subparsers)
     describe.register(subparsers)
+    gallery.register(subparsers)
     serving_cli.register(subparsers)
     kubeflow_cli.register(subparsers)
     for name, sub in subparsers.choices.items():

@@ -1,4 +1,4 @@
-"""The serving commands of `siamese-tfx`: serve, compare, embed, status.
+"""The serving commands of `siamese-tfx`: serve, compare, embed, identify, status.
 
 `pipeline/cli.py` calls `register(subparsers)`. TensorFlow and gRPC load inside the command
 functions only, so `siamese-tfx --help` stays fast. `python -m siamese_tfx.serving.cli` runs
@@ -27,7 +27,8 @@ _SERVER = "server"  # dest prefix of ServerConfig's options
 
 
 def register(subparsers: Any) -> None:
-    """Adds `serve`, `compare`, `embed` and `status` to an argparse subparsers object."""
+    """Adds `serve`, `compare`, `embed`, `identify` and `status` to an argparse subparsers
+    object."""
     serve = subparsers.add_parser(
         "serve",
         help="Serve pushed models over TF Serving's gRPC API (local stand-in for TF Serving).",
@@ -69,6 +70,19 @@ def register(subparsers: Any) -> None:
     )
     _add_client_options(embed)
     embed.set_defaults(func=run_embed)
+
+    identify = subparsers.add_parser(
+        "identify", help="Identify images against a served gallery model.",
+        description="Send encoded images to the `identify` signature of a gallery model "
+        "(`siamese-tfx gallery build`) and print each one's nearest enrolled identities, and "
+        "whether the nearest is within the model's match threshold (else UNKNOWN).",
+    )
+    identify.add_argument("images", metavar="IMG", nargs="+", help="Image files to identify.")
+    identify.add_argument("--top-k", type=int, default=5,
+                          help="Identities to show per image, nearest first (at most what the "
+                          "gallery model returns) (default: %(default)s).")
+    _add_client_options(identify)
+    identify.set_defaults(func=run_identify)
 
     status = subparsers.add_parser(
         "status", help="Show the served model's versions and signatures.", description="Ask "
@@ -264,6 +278,42 @@ def run_embed(args: argparse.Namespace) -> int:
             head = ", ".join(f"{v:+.4f}" for v in row[:6])
             more = ", ..." if len(row) > 6 else ""
             print(f"{path}: norm {np.linalg.norm(row):.4f} [{head}{more}]")
+    return 0
+
+
+def run_identify(args: argparse.Namespace) -> int:
+    """`siamese-tfx identify IMG...`: prints each image's nearest identities and verdict."""
+    try:
+        images = _read_images(args.images)
+    except OSError as e:
+        return _fail(str(e), 2)
+    if args.top_k < 1:
+        return _fail("--top-k must be at least 1", 2)
+    from siamese_tfx.serving.client import ServingError
+
+    try:
+        with _client(args) as client:
+            results = client.identify(images, args.top_k)
+            version = client.last_version
+    except ServingError as e:
+        return _fail(str(e))
+    if args.json:
+        print(json.dumps({
+            "model": args.model_name,
+            "version": version,
+            "results": [
+                {"image": path, "known": r.known, "label": r.label,
+                 "candidates": [{"label": label, "distance": d, "similarity": s}
+                                for label, d, s in zip(r.labels, r.distances, r.similarities)]}
+                for path, r in zip(args.images, results)
+            ],
+        }))
+        return 0
+    print(f"{args.model_name} version {version}:")
+    for path, r in zip(args.images, results):
+        verdict = r.label if r.known else "UNKNOWN"
+        candidates = ", ".join(f"{label} {d:.4f}" for label, d in zip(r.labels, r.distances))
+        print(f"{path}: {verdict} (nearest: {candidates})")
     return 0
 
 

@@ -54,6 +54,22 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class Identification:
+    """A gallery model's answer for one query image: the nearest enrolled identities, nearest
+    first, and whether the nearest is within the model's match threshold."""
+
+    labels: tuple[str, ...]
+    distances: tuple[float, ...]
+    similarities: tuple[float, ...]
+    known: bool
+
+    @property
+    def label(self) -> str | None:
+        """The nearest identity when it is within the threshold, else None ("unknown")."""
+        return self.labels[0] if self.known and self.labels else None
+
+
+@dataclass(frozen=True)
 class TensorSpec:
     """A signature input's or output's dtype (e.g. "string") and shape (None: any size)."""
 
@@ -122,7 +138,7 @@ def _tensor_spec(info: meta_graph_pb2.TensorInfo) -> TensorSpec:
 
 
 class SiameseClient:
-    """Compares and embeds images with a served Siamese model over gRPC.
+    """Compares, embeds and identifies images with a served Siamese model over gRPC.
 
     Args:
         address: "host:port" of TF Serving or the local server.
@@ -276,6 +292,36 @@ class SiameseClient:
         if not parts:
             return np.zeros((0, 0), dtype=np.float32)
         return np.concatenate(parts)
+
+    def identify(self, images: Sequence[bytes], top_k: int = 5) -> list[Identification]:
+        """Identifies encoded images against a gallery model's enrolled identities (its
+        `identify` signature, `siamese-tfx gallery build`): for each image, at most `top_k`
+        identities (the gallery model returns the top k it was built with), `max_batch` images
+        per Predict request."""
+        if top_k < 1:
+            raise ValueError("top_k must be >= 1")
+        results: list[Identification] = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = list(images[start : start + self.max_batch])
+            response = self._predict(requests.identify_request(self.model_name, chunk,
+                                                               self.version))
+            labels, distances, similarities, known = self._outputs(
+                response, signatures.IDENTIFY_OUTPUTS)
+            if labels.ndim != 2 or labels.shape[0] != len(chunk) or known.shape != (len(chunk),):
+                raise ServingError(
+                    grpc.StatusCode.INTERNAL,
+                    f"identify returned labels of shape {labels.shape} and known of shape "
+                    f"{known.shape} for {len(chunk)} images",
+                )
+            for row in range(len(chunk)):
+                results.append(Identification(
+                    labels=tuple(v.decode() if isinstance(v, bytes) else str(v)
+                                 for v in labels[row, :top_k]),
+                    distances=tuple(float(v) for v in distances[row, :top_k]),
+                    similarities=tuple(float(v) for v in similarities[row, :top_k]),
+                    known=bool(known[row]),
+                ))
+        return results
 
     def status(self) -> list[VersionState]:
         """GetModelStatus: every version the server knows of (or the pinned one), newest first."""

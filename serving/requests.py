@@ -1,8 +1,9 @@
 """TF Serving's PredictRequests for the model's signatures, and the TensorProtos they carry.
 
-The one place a request for `compare`, `embed` or `serving_default` is built: the client, the
-warmup writer and the InfraValidator all call these. TensorProtos are built and read here
-directly, so no TensorFlow op runs (the generated protos still load the `tensorflow` package).
+The one place a request for `compare`, `embed`, `identify` or `serving_default` is built: the
+client, the warmup writer and the InfraValidator all call these. TensorProtos are built and read
+here directly, so no TensorFlow op runs (the generated protos still load the `tensorflow`
+package).
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ def embed_request(model_name: str, images: Sequence[bytes],
     """`embed` on encoded images."""
     return predict_request(model_name, signatures.EMBED,
                            {signatures.EMBED_INPUT: bytes_tensor_proto(images)}, version)
+
+
+def identify_request(model_name: str, images: Sequence[bytes],
+                     version: Optional[int] = None) -> predict_pb2.PredictRequest:
+    """`identify` (a gallery model) on encoded query images."""
+    return predict_request(model_name, signatures.IDENTIFY,
+                           {signatures.IDENTIFY_INPUT: bytes_tensor_proto(images)}, version)
 
 
 def pair_example(left: bytes, right: bytes) -> bytes:

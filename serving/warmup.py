@@ -18,9 +18,10 @@ from siamese_tfx.serving import requests
 
 
 def warmup_predict_requests(
-    model_name: str, images: Sequence[bytes]
+    model_name: str, images: Sequence[bytes], identify: bool = False
 ) -> list[predict_pb2.PredictRequest]:
-    """PredictRequests for `compare` and `embed` at batch size 1 and len(images).
+    """PredictRequests for `compare` and `embed` (and `identify`, for a gallery model) at batch
+    size 1 and len(images).
 
     The pairs of `compare` are (images[i], images[i+1 mod n]), so each image is also compared
     with a different one.
@@ -34,16 +35,20 @@ def warmup_predict_requests(
         shifted = batch[1:] + batch[:1]
         warmup.append(requests.compare_request(model_name, batch, shifted))
         warmup.append(requests.embed_request(model_name, batch))
+        if identify:
+            warmup.append(requests.identify_request(model_name, batch))
     return warmup
 
 
-def write_warmup_requests(saved_model_dir: str, model_name: str, images: Sequence[bytes]) -> str:
+def write_warmup_requests(saved_model_dir: str, model_name: str, images: Sequence[bytes],
+                          identify: bool = False) -> str:
     """Writes `assets.extra/tf_serving_warmup_requests` into an exported SavedModel.
 
     Args:
         saved_model_dir: The SavedModel folder (local path or any URI tf.io.gfile handles).
         model_name: The name the model is served under.
         images: A few encoded images (PNG/JPEG/BMP/GIF) like those the model will serve.
+        identify: Also warm up `identify` (a gallery model, `siamese-tfx gallery build`).
     Returns:
         The path of the written file.
     """
@@ -51,7 +56,7 @@ def write_warmup_requests(saved_model_dir: str, model_name: str, images: Sequenc
     tf.io.gfile.makedirs(directory)
     path = os.path.join(directory, signatures.WARMUP_FILE)
     with tf.io.TFRecordWriter(path) as writer:
-        for request in warmup_predict_requests(model_name, images):
+        for request in warmup_predict_requests(model_name, images, identify):
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )

@@ -115,11 +115,13 @@ def build_model(export_dir: str, seed: int, threshold: float = 1.0,
     return export_dir
 
 
-def build_exported_model(export_dir: str, model_name: str, work_dir: str) -> str:
-    """The Trainer's own export (export.export_model) of an untrained small_conv Siamese model:
-    the real Transform graph (preprocessing_fn through tf.Transform, in `work_dir`), the
-    exported signatures with their input checks and the default ServingLimitsConfig, and its
-    warmup requests. Tens of seconds on 2 cores."""
+def build_exported_model(export_dir: str, model_name: str, work_dir: str,
+                         threshold: float = 0.5) -> str:
+    """The Trainer's own export (export.export_model) of an untrained small_conv Siamese model
+    (the same weights every time) with match `threshold`: the real Transform graph
+    (preprocessing_fn through tf.Transform, in `work_dir`, reused when it is there already),
+    the exported signatures with their input checks and the default ServingLimitsConfig, and its
+    warmup requests. Tens of seconds on 2 cores (the Transform graph most of it)."""
     import tensorflow as tf
     import tensorflow_transform as tft
 
@@ -131,12 +133,15 @@ def build_exported_model(export_dir: str, model_name: str, work_dir: str) -> str
     import model_fixtures
 
     image = ImageConfig(height=IMAGE_SIZE, width=IMAGE_SIZE, channels=1)
-    graph = model_fixtures.write_transform_graph(os.path.join(work_dir, "transform"), image)
+    graph = os.path.join(work_dir, "transform")
+    if not os.path.isdir(os.path.join(graph, tft.TFTransformOutput.TRANSFORM_FN_DIR)):
+        model_fixtures.write_transform_graph(graph, image)
     model_cfg = ModelConfig(backbone="small_conv", embedding_dim=EMBEDDING_DIM)
     tf.keras.utils.set_random_seed(0)
     siamese, backbone, _ = train.compile_for_training(
         tf.distribute.get_strategy(), image, model_cfg, 1e-3)
-    export.export_model(siamese, backbone, tft.TFTransformOutput(graph), 0.5, model_cfg.margin,
+    export.export_model(siamese, backbone, tft.TFTransformOutput(graph), threshold,
+                        model_cfg.margin,
                         export_dir, image, model_name,
                         heads.distance_scale(model_cfg.head, model_cfg.margin))
     return export_dir
