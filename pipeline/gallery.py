@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from siamese_tfx.components.contract import signatures
+from siamese_tfx.components.contract import errors, signatures
 from siamese_tfx.pipeline.describe import resolve_saved_model
 
 
@@ -66,7 +66,7 @@ def _build_command(args: argparse.Namespace) -> int:
             args.aggregate, args.top_k, args.class_depth, args.threshold)
     except (ValueError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return int(getattr(error, "exit_code", errors.ExitCode.USAGE))
     print(f"Wrote {path}: {record['identities']} identities from {record['exemplars']} "
           f"exemplars ({record['aggregate']}), identify returns the top {record['top_k']}; "
           f"gallery fingerprint {record['gallery_fingerprint'][:16]}")
@@ -79,7 +79,7 @@ def _evaluate_command(args: argparse.Namespace) -> int:
                                           args.class_depth, args.aggregate, args.batch_size)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return int(getattr(error, "exit_code", errors.ExitCode.USAGE))
     for key, value in metrics.items():
         print(f"{key:<34} {value:.4f}" if isinstance(value, float) else f"{key:<34} {value}")
     if args.output:

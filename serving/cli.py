@@ -286,9 +286,9 @@ def run_identify(args: argparse.Namespace) -> int:
     try:
         images = _read_images(args.images)
     except OSError as e:
-        return _fail(str(e), 2)
+        return _fail(str(e), errors.ExitCode.USAGE)
     if args.top_k < 1:
-        return _fail("--top-k must be at least 1", 2)
+        return _fail("--top-k must be at least 1", errors.ExitCode.USAGE)
     from siamese_tfx.serving.client import ServingError
 
     try:
@@ -296,7 +296,7 @@ def run_identify(args: argparse.Namespace) -> int:
             results = client.identify(images, args.top_k)
             version = client.last_version
     except ServingError as e:
-        return _fail(str(e))
+        return _fail_call(args, e)
     if args.json:
         print(json.dumps({
             "model": args.model_name,
