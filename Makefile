@@ -23,9 +23,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/siamese-tfx demo --output-dir runs/demo
 
-# The whole test suite.
+# The whole test suite, one worker per core (test files are the unit of distribution, so a
+# file's module fixtures are built once).
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs
