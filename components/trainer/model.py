@@ -90,9 +90,11 @@ def loss_for(model: ModelConfig) -> keras.losses.Loss:
 
 
 def metrics_for(model: ModelConfig) -> list[keras.metrics.Metric]:
-    """Pair accuracy at a fixed cut during training, for the training curves (the calibrated
-    threshold is only chosen after training): half the margin for the euclidean head, 0.5 for
-    the probability heads."""
+    """The training curves' `pair_accuracy` (the calibrated threshold is only chosen after
+    training): for the contrastive loss and the probability heads, the accuracy at the cut the
+    loss defines (half the margin for the euclidean head, 0.5 for the probability heads); for
+    the triplet loss, which defines no such cut, each batch's accuracy at its best cut
+    (`losses.BatchVerificationAccuracy`)."""
     if model.loss == "triplet":
-        return [losses.PairAccuracy(model.margin / 2, from_embeddings=True)]
+        return [losses.BatchVerificationAccuracy()]
     return [losses.PairAccuracy(heads.distance_scale(model.head, model.margin) / 2)]

@@ -43,7 +43,7 @@ from siamese_tfx.components.contract import features
 from siamese_tfx.components.contract.config import (ImageConfig, ModelConfig, TrainConfig,
                                                     TrainerSettings)
 from siamese_tfx.components.trainer import (augment, calibration, class_batches, curves, describe,
-                                            distribute, export, heads)
+                                            distribute, export, heads, progress)
 from siamese_tfx.components.trainer import model as model_lib
 
 keras = tf.keras
@@ -263,6 +263,23 @@ class TrainingRun:
                          train.target_false_match_rate)
 
 
+def fit_member(trainable: keras.Model, train_ds: tf.data.Dataset, steps: int, directory: str,
+               model_cfg: ModelConfig, train_cfg: TrainConfig,
+               eval_ds: Optional[tf.data.Dataset], index: int = 0,
+               members: int = 1) -> keras.callbacks.History:
+    """Trains one compiled member for `steps` steps (`distribute.fit`: backups in `directory`)
+    with the Trainer's callbacks: live progress in the log (`progress.TrainingProgress`, every
+    `progress_seconds`) and, on the chief, the training curves."""
+    callbacks: list[keras.callbacks.Callback] = [progress.TrainingProgress(
+        steps, index + 1, members, train_cfg.progress_seconds)]
+    if distribute.is_chief():
+        callbacks.append(curves.TrainingCurves(
+            directory, train_cfg.curve_every, eval_ds, model_lib.loss_for(model_cfg),
+            model_lib.metrics_for(model_cfg)[0]))
+    return distribute.fit(trainable, train_ds, steps, directory, train_cfg.checkpoint_steps,
+                          callbacks=callbacks)
+
+
 def train_member(run: TrainingRun, index: int) -> TrainedMember:
     """Trains ensemble member `index` (seed + index), or restores it when a restarted Trainer
     finds it finished; a single model is member 0 of 1."""
@@ -288,13 +305,8 @@ def train_member(run: TrainingRun, index: int) -> TrainedMember:
     if members > 1:
         logging.info("Ensemble member %d/%d (seed %d): training %d steps", index + 1, members,
                      seed, run.fn_args.train_steps)
-    callbacks = []
-    if distribute.is_chief():
-        callbacks.append(curves.TrainingCurves(
-            directory, train_cfg.curve_every, run.eval_ds, model_lib.loss_for(model_cfg),
-            model_lib.metrics_for(model_cfg)[0]))
-    history = distribute.fit(trainable, train_ds, run.fn_args.train_steps, directory,
-                             train_cfg.checkpoint_steps, callbacks=callbacks)
+    history = fit_member(trainable, train_ds, run.fn_args.train_steps, directory, model_cfg,
+                         train_cfg, run.eval_ds, index, members)
     record = {"final_train_loss": float(history.history["loss"][-1]), **drawn}
     if members > 1:
         save_finished(backbone, directory, record)
