@@ -227,6 +227,14 @@ class TrainConfig:
     mixed_precision: bool = option(
         False, "float16 compute on GPU (float32 variables, loss and outputs)."
     )
+    steps_per_execution: int = option(
+        1, "Training steps run in one call of the compiled training function (Keras' "
+        "steps_per_execution): fewer Python round trips per step; progress lines, curve points "
+        "and backups then fall on multiples of it."
+    )
+    jit_compile: bool = option(
+        False, "Compile the training step with XLA (Keras' jit_compile)."
+    )
 
     def __post_init__(self) -> None:
         check(self.train_steps >= 1, "train_steps must be >= 1")
@@ -241,6 +249,7 @@ class TrainConfig:
                "target_false_match_rate must be in [0, 1]")
         check(self.curve_every >= 1, "curve_every must be >= 1")
         check(self.progress_seconds > 0, "progress_seconds must be > 0")
+        check(self.steps_per_execution >= 1, "steps_per_execution must be >= 1")
         check(self.classes_per_batch >= 0, "classes_per_batch must be >= 0")
         check(self.lr_schedule in ("constant", "cosine"),
                "lr_schedule must be constant or cosine")
