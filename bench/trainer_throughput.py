@@ -91,13 +91,17 @@ class StepClock:
 
             def on_train_batch_end(inner, batch: int, logs: Any = None) -> None:
                 now = time.perf_counter()
+                # Steps done over all epochs (batch restarts at 0 in each epoch).
+                self.done += batch + 1 - self._in_epoch if batch + 1 > self._in_epoch \
+                    else batch + 1
+                self._in_epoch = batch + 1
                 if self.first is None:
-                    self.first, self.first_step = now, batch + 1
-                self.last, self.last_step = now, batch + 1
+                    self.first, self.first_step = now, self.done
+                self.last, self.last_step = now, self.done
 
         self.callback = _Clock()
         self.begin = self.first = self.last = None
-        self.first_step = self.last_step = 0
+        self.first_step = self.last_step = self.done = self._in_epoch = 0
 
     def figures(self) -> tuple[float, float]:
         """(steady ms/step, seconds to the end of the first step)."""
