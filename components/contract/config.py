@@ -218,6 +218,10 @@ class TrainConfig:
     curve_every: int = option(
         50, "Steps between points of the training curves (TensorBoard and training_curves.png)."
     )
+    progress_seconds: float = option(
+        10.0, "Seconds between the Trainer's progress lines in its log (ensemble member, "
+        "step/total, loss, steps/s, time left)."
+    )
     per_replica_batch_size: int = option(
         0,
         "Pairs per replica per step; > 0 makes the global batch this x the replicas in sync "
@@ -229,6 +233,14 @@ class TrainConfig:
     )
     mixed_precision: bool = option(
         False, "float16 compute on GPU (float32 variables, loss and outputs)."
+    )
+    steps_per_execution: int = option(
+        1, "Training steps run in one call of the compiled training function (Keras' "
+        "steps_per_execution): fewer Python round trips per step; progress lines, curve points "
+        "and backups then fall on multiples of it."
+    )
+    jit_compile: bool = option(
+        False, "Compile the training step with XLA (Keras' jit_compile)."
     )
 
     def __post_init__(self) -> None:
@@ -243,6 +255,8 @@ class TrainConfig:
         check(0.0 <= self.target_false_match_rate <= 1.0,
                "target_false_match_rate must be in [0, 1]")
         check(self.curve_every >= 1, "curve_every must be >= 1")
+        check(self.progress_seconds > 0, "progress_seconds must be > 0")
+        check(self.steps_per_execution >= 1, "steps_per_execution must be >= 1")
         check(self.classes_per_batch >= 0, "classes_per_batch must be >= 0")
         check(self.lr_schedule in ("constant", "cosine"),
                "lr_schedule must be constant or cosine")

@@ -131,25 +131,38 @@ def class_batch_dataset(images: np.ndarray, classes: np.ndarray, batch_size: int
         raise ValueError(f"the train split has {len(eligible)} classes with two images or more "
                          f"(x{variants} rotations); classes_per_batch is {classes_per_batch}")
 
-    def indices() -> Any:
-        while True:
-            chosen = rng.choice(len(eligible) * variants, classes_per_batch, replace=False)
-            picked, ids, turns = [], [], []
-            for c in chosen:
-                base, turn = eligible[c % len(eligible)], c // len(eligible)
-                pool = members[base]
-                picked.append(rng.choice(pool, per_class, replace=len(pool) < per_class))
-                ids += [c] * per_class
-                turns += [turn] * per_class
-            yield np.concatenate(picked), np.array(ids, np.int64), np.array(turns, np.int32)
-
+    # The sampling runs as TensorFlow ops (no Python per step, so it stays off the training
+    # step's critical path): each class's members as a padded row, stateless random draws
+    # seeded by (seed, step), so a seed gives the same batches every run.
+    width = max(per_class, max(len(members[c]) for c in eligible))
+    pools = np.zeros((len(eligible), width), np.int64)
+    for row, c in enumerate(eligible):
+        pools[row, :len(members[c])] = members[c]
+    pools_t = tf.constant(pools)
+    pool_sizes = tf.constant([len(members[c]) for c in eligible], tf.int32)
     table = tf.constant(images)
-    signature = (tf.TensorSpec([2 * batch_size], tf.int64),
-                 tf.TensorSpec([2 * batch_size], tf.int64),
-                 tf.TensorSpec([2 * batch_size], tf.int32))
     left_key, right_key = (features.transformed_name(k) for k in features.IMAGE_KEYS)
+    base_seed = int(rng.integers(0, 2**31 - 1))
 
-    def assemble(picked: tf.Tensor, ids: tf.Tensor, turns: tf.Tensor) -> tuple[Any, tf.Tensor]:
+    def assemble(step: tf.Tensor) -> tuple[Any, tf.Tensor]:
+        draws = tf.random.experimental.stateless_split(
+            tf.stack([tf.constant(base_seed, tf.int64), step]), 3)
+        # classes_per_batch distinct (class, rotation) variants.
+        chosen = tf.argsort(tf.random.stateless_uniform([len(eligible) * variants], draws[0])
+                            )[:classes_per_batch]
+        row, turn = chosen % len(eligible), chosen // len(eligible)
+        sizes = tf.gather(pool_sizes, row)[:, None]
+        # K members of each: without replacement (the first K of a random order of its pool),
+        # with replacement from a pool smaller than K.
+        noise = tf.random.stateless_uniform([classes_per_batch, width], draws[1])
+        order = tf.argsort(tf.where(tf.range(width)[None, :] < sizes, noise, 2.0),
+                           axis=1)[:, :per_class]
+        repeated = tf.cast(tf.random.stateless_uniform([classes_per_batch, per_class], draws[2])
+                           * tf.cast(sizes, tf.float32), tf.int32)
+        slots = tf.where(sizes < per_class, repeated, order)
+        picked = tf.reshape(tf.gather(tf.gather(pools_t, row), slots, batch_dims=1), [-1])
+        ids = tf.repeat(tf.cast(chosen, tf.int64), per_class)
+        turns = tf.repeat(turn, per_class)
         batch = tf.gather(table, picked)
         if rotations:
             for k in (1, 2, 3):
@@ -160,6 +173,6 @@ def class_batch_dataset(images: np.ndarray, classes: np.ndarray, batch_size: int
         return ({left_key: batch[0::2], right_key: batch[1::2]},
                 tf.stack([ids[0::2], ids[1::2]], axis=1))
 
-    return (tf.data.Dataset.from_generator(indices, output_signature=signature)
+    return (tf.data.Dataset.counter()
             .map(assemble, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))

@@ -25,7 +25,10 @@ class TrainingCurves(keras.callbacks.Callback):
     def __init__(self, model_run_dir: str, every: int, eval_dataset: Optional[tf.data.Dataset],
                  loss: keras.losses.Loss, metric: keras.metrics.Metric, eval_batches: int = 4):
         super().__init__()
+        self._supports_tf_logs = True  # Keras hands over its tensor logs: no per-step sync.
         self.model_run_dir, self.every = model_run_dir, max(int(every), 1)
+        self._next_point = self.every
+        self._predict: Any = None
         self.eval_batches = list(eval_dataset.take(eval_batches)) if eval_dataset else []
         self.loss, self.metric = loss, metric
         self.points: dict[str, list[tuple[int, float]]] = {}
@@ -41,16 +44,19 @@ class TrainingCurves(keras.callbacks.Callback):
     def _evaluate(self) -> dict[str, float]:
         losses = []
         self.metric.reset_state()
+        if self._predict is None:  # Traced once: an eager call costs more than the step.
+            self._predict = tf.function(lambda x: self.model(x, training=False))
         for batch_features, labels in self.eval_batches:
-            predictions = self.model(batch_features, training=False)
+            predictions = self._predict(batch_features)
             losses.append(float(self.loss(labels, predictions)))
             self.metric.update_state(labels, predictions)
         return {"loss": float(np.mean(losses)), "accuracy": float(self.metric.result())}
 
     def on_train_batch_end(self, batch: int, logs: Optional[dict[str, Any]] = None) -> None:
-        step = batch + 1
-        if step % self.every or not logs:
+        step = batch + 1  # With steps_per_execution > 1, Keras calls this every so many steps.
+        if step < self._next_point or not logs:
             return
+        self._next_point = (step // self.every + 1) * self.every
         for key, name in (("loss", "train/loss"), ("pair_accuracy", "train/pair_accuracy")):
             if key not in logs:
                 continue

@@ -120,23 +120,42 @@ def build_model(image: ImageConfig, model: ModelConfig, mixed_precision: bool = 
             backbone, "embedding_float32")
 
 
+def skip_autograph_of_tf_keras() -> None:
+    """Has AutoGraph leave the tf_keras package's own code unconverted, as TensorFlow's rules
+    already do for the `keras` package it was renamed from (tf_keras is Keras 2, written to run
+    unconverted; the project's layers and losses are still converted). Without it the first
+    trace of the training function converts the whole of Keras: about 25 s of every Trainer
+    process on 2 cores. Idempotent; changes a process-wide TensorFlow setting."""
+    from tensorflow.python.autograph.core import config as autograph_config
+
+    rules = tuple(autograph_config.CONVERSION_RULES)
+    skip = autograph_config.DoNotConvert("tf_keras")
+    if str(skip) not in {str(r) for r in rules}:
+        autograph_config.CONVERSION_RULES = (skip,) + rules
+
+
 def fit(
     siamese: keras.Model, dataset: tf.data.Dataset, steps: int, model_run_dir: str,
     checkpoint_every: int, callbacks: Sequence[keras.callbacks.Callback] = (),
+    steps_per_execution: int = 1,
 ) -> keras.callbacks.History:
     """`steps` global steps as one epoch, backed up every `checkpoint_every` steps; a restarted
-    run resumes from the last backup."""
+    run resumes from the last backup. `steps_per_execution`: what `siamese` was compiled with."""
+    skip_autograph_of_tf_keras()
     return siamese.fit(
         for_strategy(dataset), steps_per_epoch=steps, epochs=1, verbose=2,
-        callbacks=training_callbacks(model_run_dir, checkpoint_every) + list(callbacks))
+        callbacks=training_callbacks(model_run_dir, checkpoint_every, steps_per_execution)
+        + list(callbacks))
 
 
-def training_callbacks(model_run_dir: str, checkpoint_steps: int) -> list[keras.callbacks.Callback]:
+def training_callbacks(model_run_dir: str, checkpoint_steps: int,
+                       steps_per_execution: int = 1) -> list[keras.callbacks.Callback]:
     """Backup (every worker: under MultiWorkerMirroredStrategy Keras has the non-chief workers
-    write to temporary copies) and, on the chief only, TensorBoard logs."""
+    write to temporary copies) and, on the chief only, TensorBoard logs. Keras counts the
+    backup's `save_freq` in calls of the training function, `steps_per_execution` steps each."""
     callbacks: list[keras.callbacks.Callback] = [keras.callbacks.BackupAndRestore(
-        backup_dir=os.path.join(model_run_dir, BACKUP_SUBDIR), save_freq=checkpoint_steps,
-        delete_checkpoint=True)]
+        backup_dir=os.path.join(model_run_dir, BACKUP_SUBDIR),
+        save_freq=max(1, checkpoint_steps // steps_per_execution), delete_checkpoint=True)]
     if is_chief():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=model_run_dir))
     return callbacks

@@ -75,3 +75,21 @@ class EnsembleEmbedding(keras.layers.Layer):
     def call(self, inputs: Any) -> tf.Tensor:
         parts = [tf.cast(x, tf.float32) for x in inputs]
         return tf.concat(parts, axis=-1) / tf.sqrt(float(len(parts)))
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class StackPairs(keras.layers.Layer):
+    """[left, right] images -> one [2B, ...] batch (left images first), so the shared backbone
+    runs once on all of them in training (`model.training_model`)."""
+
+    def call(self, inputs: Any) -> tf.Tensor:
+        return tf.concat(list(inputs), axis=0)
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class UnstackPairs(keras.layers.Layer):
+    """A [2B, ...] batch stacked by `StackPairs` -> [left, right] halves."""
+
+    def call(self, inputs: tf.Tensor) -> list[tf.Tensor]:
+        left, right = tf.split(inputs, 2, axis=0)
+        return [left, right]

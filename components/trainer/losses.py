@@ -169,3 +169,58 @@ class PairAccuracy(keras.metrics.Mean):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "threshold": self.threshold,
                 "from_embeddings": self.from_embeddings}
+
+
+def best_cut_balanced_accuracy(distances: tf.Tensor, same: tf.Tensor) -> tf.Tensor:
+    """The best balanced accuracy (mean of the same-pair and different-pair accuracies) any
+    distance cut reaches on these pairs (match: distance <= cut); a side with no pair counts as
+    decided right. `distances` and `same` are [N]."""
+    distances = tf.reshape(tf.cast(distances, tf.float32), [-1])
+    same = tf.reshape(tf.cast(same, tf.float32), [-1])
+    ordered = tf.gather(same, tf.argsort(distances))
+    positives = tf.reduce_sum(ordered)
+    negatives = tf.cast(tf.size(ordered), tf.float32) - positives
+    # Cut after the k closest pairs, k = 0..N: k matches, of which true_matches are same pairs.
+    true_matches = tf.concat([[0.0], tf.cumsum(ordered)], axis=0)
+    false_matches = tf.range(tf.size(true_matches), dtype=tf.float32) - true_matches
+    same_right = tf.where(positives > 0, true_matches / tf.maximum(positives, 1.0), 1.0)
+    different_right = tf.where(negatives > 0,
+                               1.0 - false_matches / tf.maximum(negatives, 1.0), 1.0)
+    return tf.reduce_max(0.5 * (same_right + different_right))
+
+
+@keras.utils.register_keras_serializable(package="siamese_tfx")
+class BatchVerificationAccuracy(keras.metrics.Mean):
+    """The triplet loss's training metric (reported as `pair_accuracy`): the verification
+    accuracy of each batch at its best cut, balanced (`best_cut_balanced_accuracy`), averaged
+    over batches. The triplet loss fixes no distance for a match (only that negatives lie
+    `margin` farther than positives), so a fixed cut says nothing; the best cut is what the
+    Trainer's calibration picks after training, here on one batch.
+
+    y_pred is [B, 2 * dim] (each pair's left and right embeddings). y_true is either the pair
+    label (**1 = same identity**): the B pairs are judged; or a class batch's [B, 2] class ids:
+    every pair of its 2B images is judged (same identity = same class id), as the loss mines
+    over all of them."""
+
+    def __init__(self, name: str = "pair_accuracy", **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true: tf.Tensor, y_pred: tf.Tensor,
+                     sample_weight: Any = None) -> Any:
+        left, right = tf.split(tf.cast(y_pred, tf.float32), 2, axis=-1)
+        if is_class_ids(y_true):
+            y_true = tf.convert_to_tensor(y_true)
+            classes = tf.concat([y_true[:, 0], y_true[:, 1]], axis=0)
+            embeddings = tf.concat([left, right], axis=0)
+            squared = tf.reduce_sum(
+                tf.square(embeddings[:, None, :] - embeddings[None, :, :]), -1)
+            n = tf.shape(classes)[0]
+            upper = tf.linalg.band_part(tf.ones([n, n], tf.bool), 0, -1)
+            upper = tf.logical_and(upper, tf.logical_not(tf.eye(n, dtype=tf.bool)))
+            distance = tf.sqrt(tf.maximum(tf.boolean_mask(squared, upper), 0.0))
+            same = tf.boolean_mask(tf.equal(classes[:, None], classes[None, :]), upper)
+        else:
+            distance = tf.norm(left - right, axis=-1)
+            same = tf.reshape(tf.cast(y_true, tf.bool), [-1])
+        return super().update_state(best_cut_balanced_accuracy(distance, same),
+                                    sample_weight=sample_weight)

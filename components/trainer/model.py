@@ -21,7 +21,8 @@ from siamese_tfx.components.contract.config import ImageConfig, ModelConfig
 from siamese_tfx.components.trainer import heads, losses
 from siamese_tfx.components.trainer.backbones import build_backbone
 from siamese_tfx.components.trainer.layers import (ConcatEmbeddings, EnsembleEmbedding,
-                                                   EuclideanDistance, L2Normalize)
+                                                   EuclideanDistance, L2Normalize, StackPairs,
+                                                   UnstackPairs)
 
 keras = tf.keras
 
@@ -69,15 +70,28 @@ def build_ensemble(image: ImageConfig, model: ModelConfig,
     return build_siamese(image, model, backbone=backbone)
 
 
-def training_model(siamese: keras.Model, model: ModelConfig) -> keras.Model:
-    """The model the loss trains: the Siamese model itself, except for the triplet loss, which
-    needs the two embeddings ([batch, 2 * dim], left then right) to mine triplets in the batch.
-    It shares every layer with `siamese`."""
-    if model.loss != "triplet":
-        return siamese
-    embeddings = siamese.get_layer(signatures.DISTANCE).input
-    return keras.Model(siamese.input, ConcatEmbeddings(name="embeddings")(embeddings),
-                       name=f"{siamese.name}_triplet")
+def training_model(siamese: keras.Model, model: ModelConfig,
+                   backbone: Optional[keras.Model] = None) -> keras.Model:
+    """The model the loss trains: the Siamese model's output (the distance), or for the triplet
+    loss the two embeddings ([batch, 2 * dim], left then right) to mine triplets in the batch.
+    With the Siamese model's shared `backbone`, the backbone runs ONCE on the 2B images stacked
+    (left then right) instead of twice on B: one larger call is faster, and batch normalisation
+    takes its statistics over the whole batch. It shares every layer with `siamese`."""
+    head = siamese.get_layer(signatures.DISTANCE)
+    if backbone is None or not model.shared_weights:
+        if model.loss != "triplet":
+            return siamese
+        embeddings = head.input
+    else:
+        left, right = (siamese.input[features.transformed_name(k)] for k in features.IMAGE_KEYS)
+        embeddings = UnstackPairs(name="unstack_pairs")(
+            backbone(StackPairs(name="stack_pairs")([left, right])))
+    if model.loss == "triplet":
+        return keras.Model(siamese.input, ConcatEmbeddings(name="embeddings")(embeddings),
+                           name=f"{siamese.name}_triplet")
+    distance = keras.layers.Activation("linear", dtype="float32", name="training_distance")(
+        head(embeddings))
+    return keras.Model(siamese.input, distance, name=f"{siamese.name}_stacked")
 
 
 def loss_for(model: ModelConfig) -> keras.losses.Loss:
@@ -90,9 +104,11 @@ def loss_for(model: ModelConfig) -> keras.losses.Loss:
 
 
 def metrics_for(model: ModelConfig) -> list[keras.metrics.Metric]:
-    """Pair accuracy at a fixed cut during training, for the training curves (the calibrated
-    threshold is only chosen after training): half the margin for the euclidean head, 0.5 for
-    the probability heads."""
+    """The training curves' `pair_accuracy` (the calibrated threshold is only chosen after
+    training): for the contrastive loss and the probability heads, the accuracy at the cut the
+    loss defines (half the margin for the euclidean head, 0.5 for the probability heads); for
+    the triplet loss, which defines no such cut, each batch's accuracy at its best cut
+    (`losses.BatchVerificationAccuracy`)."""
     if model.loss == "triplet":
-        return [losses.PairAccuracy(model.margin / 2, from_embeddings=True)]
+        return [losses.BatchVerificationAccuracy()]
     return [losses.PairAccuracy(heads.distance_scale(model.head, model.margin) / 2)]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -43,7 +43,7 @@ from siamese_tfx.components.contract import features
 from siamese_tfx.components.contract.config import (ImageConfig, ModelConfig, TrainConfig,
                                                     TrainerSettings)
 from siamese_tfx.components.trainer import (augment, calibration, class_batches, curves, describe,
-                                            distribute, export, heads)
+                                            distribute, export, heads, progress)
 from siamese_tfx.components.trainer import model as model_lib
 
 keras = tf.keras
@@ -131,9 +131,14 @@ def training_batches(
     if train_ds is None:
         train_ds = make_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
                                 batch_size)
+    return augmented(train_ds, train_cfg), drawn
+
+
+def augmented(train_ds: tf.data.Dataset, train_cfg: TrainConfig) -> tf.data.Dataset:
+    """The training batches distorted as `TrainConfig.augment` (and `flip_horizontal`) say."""
     if train_cfg.augment:
         train_ds = augment.augment_pairs(train_ds, flip=train_cfg.flip_horizontal)
-    return train_ds, drawn
+    return train_ds
 
 
 def learning_rate(train_cfg: TrainConfig, steps: int) -> Any:
@@ -165,17 +170,20 @@ def calibrate(
 def compile_for_training(
     strategy: tf.distribute.Strategy, image: ImageConfig, model_cfg: ModelConfig,
     learning_rate: Any, mixed_precision: bool = False, backbone_name: str = "",
+    steps_per_execution: int = 1, jit_compile: bool = False,
 ) -> tuple[keras.Model, keras.Model, keras.Model]:
-    """(siamese, backbone, trainable) built in `strategy`'s scope; `trainable` (the Siamese
-    model, or its two-embedding twin for the triplet loss) is compiled with Adam, the configured
-    loss and the pair-accuracy curve metric. `learning_rate`: a float or a Keras schedule."""
+    """(siamese, backbone, trainable) built in `strategy`'s scope; `trainable`
+    (`model.training_model`: the backbone run once on the stacked pairs, then the Siamese head,
+    or the two embeddings for the triplet loss) is compiled with Adam, the configured loss and
+    the pair-accuracy curve metric. `learning_rate`: a float or a Keras schedule."""
     with strategy.scope():
         siamese, backbone = distribute.build_model(image, model_cfg, mixed_precision,
                                                    backbone_name=backbone_name)
-        trainable = model_lib.training_model(siamese, model_cfg)
+        trainable = model_lib.training_model(siamese, model_cfg, backbone)
         trainable.compile(optimizer=keras.optimizers.Adam(learning_rate),
                           loss=model_lib.loss_for(model_cfg),
-                          metrics=model_lib.metrics_for(model_cfg))
+                          metrics=model_lib.metrics_for(model_cfg),
+                          steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     return siamese, backbone, trainable
 
 
@@ -263,6 +271,25 @@ class TrainingRun:
                          train.target_false_match_rate)
 
 
+def fit_member(trainable: keras.Model, train_ds: tf.data.Dataset, steps: int, directory: str,
+               model_cfg: ModelConfig, train_cfg: TrainConfig,
+               eval_ds: Optional[tf.data.Dataset], index: int = 0, members: int = 1,
+               extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+               ) -> keras.callbacks.History:
+    """Trains one compiled member for `steps` steps (`distribute.fit`: backups in `directory`)
+    with the Trainer's callbacks: live progress in the log (`progress.TrainingProgress`, every
+    `progress_seconds`) and, on the chief, the training curves."""
+    callbacks: list[keras.callbacks.Callback] = [progress.TrainingProgress(
+        steps, index + 1, members, train_cfg.progress_seconds)]
+    if distribute.is_chief():
+        callbacks.append(curves.TrainingCurves(
+            directory, train_cfg.curve_every, eval_ds, model_lib.loss_for(model_cfg),
+            model_lib.metrics_for(model_cfg)[0]))
+    callbacks.extend(extra_callbacks)
+    return distribute.fit(trainable, train_ds, steps, directory, train_cfg.checkpoint_steps,
+                          callbacks=callbacks, steps_per_execution=train_cfg.steps_per_execution)
+
+
 def train_member(run: TrainingRun, index: int) -> TrainedMember:
     """Trains ensemble member `index` (seed + index), or restores it when a restarted Trainer
     finds it finished; a single model is member 0 of 1."""
@@ -279,7 +306,8 @@ def train_member(run: TrainingRun, index: int) -> TrainedMember:
         run.strategy, run.settings.image, model_cfg,
         learning_rate(train_cfg, run.fn_args.train_steps),
         mixed_precision=train_cfg.mixed_precision,
-        backbone_name=f"{model_cfg.backbone}_member_{index}" if members > 1 else "")
+        backbone_name=f"{model_cfg.backbone}_member_{index}" if members > 1 else "",
+        steps_per_execution=train_cfg.steps_per_execution, jit_compile=train_cfg.jit_compile)
     record = restore_finished(backbone, directory) if resuming else None
     if record is not None:
         logging.info("Ensemble member %d/%d: finished before, weights restored from %s",
@@ -288,13 +316,8 @@ def train_member(run: TrainingRun, index: int) -> TrainedMember:
     if members > 1:
         logging.info("Ensemble member %d/%d (seed %d): training %d steps", index + 1, members,
                      seed, run.fn_args.train_steps)
-    callbacks = []
-    if distribute.is_chief():
-        callbacks.append(curves.TrainingCurves(
-            directory, train_cfg.curve_every, run.eval_ds, model_lib.loss_for(model_cfg),
-            model_lib.metrics_for(model_cfg)[0]))
-    history = distribute.fit(trainable, train_ds, run.fn_args.train_steps, directory,
-                             train_cfg.checkpoint_steps, callbacks=callbacks)
+    history = fit_member(trainable, train_ds, run.fn_args.train_steps, directory, model_cfg,
+                         train_cfg, run.eval_ds, index, members)
     record = {"final_train_loss": float(history.history["loss"][-1]), **drawn}
     if members > 1:
         save_finished(backbone, directory, record)

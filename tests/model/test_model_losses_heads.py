@@ -76,6 +76,61 @@ def test_pair_accuracy_at_a_fixed_cut():
     assert float(from_embeddings.result()) == 1.0
 
 
+def test_best_cut_balanced_accuracy_hand_computed():
+    # Sorted: same, same, different, different: the cut after the second is right for all.
+    assert float(losses.best_cut_balanced_accuracy(
+        tf.constant([0.1, 0.4, 0.3, 0.9]), tf.constant([1, 0, 1, 0]))) == 1.0
+    # Sorted: same, different, same, different. Cut after k: k=1 -> (1/2 + 1) / 2 = 0.75,
+    # k=2 -> 0.5, k=3 -> (1 + 1/2) / 2 = 0.75; k=0 and k=4 -> 0.5.
+    assert float(losses.best_cut_balanced_accuracy(
+        tf.constant([0.1, 0.2, 0.3, 0.4]), tf.constant([1, 0, 1, 0]))) == pytest.approx(0.75)
+
+
+def _separable_class_batch(classes: int = 4, per_class: int = 4, spread: float = 0.2):
+    """A class batch as class_batches.py hands it over (consecutive images share a class; even
+    ones left, odd ones right): unit class centres 1.41 apart, each image within `spread` of
+    its centre per coordinate, so same-class images lie about 0.4 apart."""
+    rng = np.random.default_rng(0)
+    dim = 8
+    ids = np.repeat(np.arange(classes), per_class)
+    images = np.eye(dim, dtype=np.float32)[ids] + rng.uniform(
+        -spread, spread, (len(ids), dim)).astype(np.float32)
+    y_true = np.stack([ids[0::2], ids[1::2]], axis=1)
+    return y_true, np.concatenate([images[0::2], images[1::2]], axis=1)
+
+
+def test_triplet_training_metric_is_high_on_a_separable_class_batch():
+    # The Omniglot recipe's margin 0.5: same-class images about 0.4 apart, other classes 1.4.
+    y_true, y_pred = _separable_class_batch()
+    model_cfg = ModelConfig(loss="triplet", margin=0.5)
+    assert float(model_lib.loss_for(model_cfg)(y_true, y_pred)) == 0.0  # nothing to learn
+    metric = model_lib.metrics_for(model_cfg)[0]
+    assert metric.name == "pair_accuracy"  # what the curves and the Keras log show
+    metric.update_state(y_true, y_pred)
+    assert float(metric.result()) == 1.0
+    # A fixed cut at half the margin (the metric before) calls every one of these same pairs
+    # different: 0 on a batch the model verifies perfectly.
+    fixed = losses.PairAccuracy(0.25, from_embeddings=True)
+    fixed.update_state(y_true, y_pred)
+    assert float(fixed.result()) == 0.0
+    # Shuffled classes: the batch's images no longer cluster by class, and the metric drops.
+    shuffled = losses.BatchVerificationAccuracy()
+    shuffled.update_state(np.random.default_rng(1).permutation(y_true.ravel()).reshape(-1, 2),
+                          y_pred)
+    assert float(shuffled.result()) < 0.8
+
+
+def test_triplet_training_metric_on_labelled_pairs():
+    # The eval split's pairs (label 1 = same): same pairs 0.5 apart, different ones 1 and 3.
+    metric = model_lib.metrics_for(ModelConfig(loss="triplet", margin=0.2))[0]
+    metric.update_state(np.array([[1], [0], [0]]),
+                        np.array([[0.0, 0.5], [0.0, 3.0], [0.0, 1.0]], np.float32))
+    assert float(metric.result()) == 1.0
+    metric.update_state(np.array([[0], [1]]), np.array([[0.0, 0.5], [0.0, 3.0]], np.float32))
+    # The second batch is reversed (the same pair the farther): no cut beats 0.5. Mean 0.75.
+    assert float(metric.result()) == pytest.approx(0.75)
+
+
 @pytest.mark.parametrize("loss", [losses.DistanceBinaryCrossEntropy(),
                                   losses.SemiHardTripletLoss(0.3)])
 def test_losses_reload_from_config(loss):

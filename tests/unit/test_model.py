@@ -59,3 +59,24 @@ def test_distance_is_euclidean_between_embeddings():
     np.testing.assert_allclose(d, np.linalg.norm(e_left - e_right, axis=1), atol=1e-5)
     assert d.shape == (5,) and (d >= 0).all()
     np.testing.assert_allclose(np.linalg.norm(e_left, axis=1), 1.0, atol=1e-5)
+
+
+def test_training_model_runs_the_backbone_once_on_the_stacked_pairs():
+    for loss, head in (("contrastive", "euclidean"), ("triplet", "euclidean"),
+                       ("binary_crossentropy", "l1_sigmoid")):
+        model_cfg = ModelConfig(embedding_dim=8, loss=loss, head=head)
+        siamese, backbone = model_lib.build_siamese(IMAGE, model_cfg)
+        trainable = model_lib.training_model(siamese, model_cfg, backbone)
+        x, _ = _batch()
+        # One call of the backbone, on the 2B images (left then right).
+        calls = [n for n in trainable.get_config()["layers"] if n["name"] == backbone.name]
+        assert len(calls) == 1 and len(calls[0]["inbound_nodes"]) == 1
+        embeddings = np.concatenate([backbone(x[LEFT], training=False).numpy(),
+                                     backbone(x[RIGHT], training=False).numpy()], axis=1)
+        out = trainable(x, training=False).numpy()
+        if loss == "triplet":
+            np.testing.assert_allclose(out, embeddings, atol=1e-5)
+        else:  # The Siamese model's own distance.
+            np.testing.assert_allclose(out, siamese(x, training=False).numpy(), atol=1e-5)
+        assert {id(v) for v in trainable.trainable_variables} == {
+            id(v) for v in siamese.trainable_variables}
