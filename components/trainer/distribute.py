@@ -143,7 +143,9 @@ def fit(
     run resumes from the last backup. `steps_per_execution`: what `siamese` was compiled with."""
     skip_autograph_of_tf_keras()
     return siamese.fit(
-        for_strategy(dataset), steps_per_epoch=steps, epochs=1, verbose=2,
+        # verbose=0: Keras' own epoch line would print after the fact on the terminal; the
+        # Trainer's progress callback (progress.py) reports while it trains.
+        for_strategy(dataset), steps_per_epoch=steps, epochs=1, verbose=0,
         callbacks=training_callbacks(model_run_dir, checkpoint_every, steps_per_execution)
         + list(callbacks))
 

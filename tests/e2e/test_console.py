@@ -52,6 +52,7 @@ def test_demo_prints_only_its_own_lines(tmp_path):
     command = [sys.executable, "-m", "siamese_tfx.pipeline.cli", "demo", "--output-dir",
                str(out), "--num-train-pairs", "200", "--num-eval-pairs", "60",
                "--train-steps", "40", "--batch-size", "16", "--calibration-steps", "2",
+               "--progress-seconds", "0.5",
                "--min-accuracy", "0", "--min-auc", "0", "--max-eer", "1", "--pairs", "2"]
     result = subprocess.run(command, cwd=str(tmp_path), capture_output=True, text=True,
                             timeout=900)
@@ -59,6 +60,8 @@ def test_demo_prints_only_its_own_lines(tmp_path):
     assert result.returncode == 0, terminal
     assert "[9/13] Trainer done in" in result.stdout and "pairs judged right" in result.stdout
     assert foreign_lines(terminal) == [], terminal
+    progress = [line for line in result.stdout.splitlines() if "step " in line and "ETA" in line]
+    assert progress and "/40" in progress[-1], result.stdout  # the Trainer's own progress
     # ... and they went to the run's log file.
     logs = os.listdir(out / "logs")
     log = "".join(open(out / "logs" / name).read() for name in logs)
