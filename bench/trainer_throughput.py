@@ -220,6 +220,7 @@ def breakdown(train_ds: Any, trainable: Any, model_cfg: Any, steps: int) -> dict
         batch = next(iterator)
     result["input pipeline alone"] = 1000 * (time.perf_counter() - start) / steps
     fixed = tf.data.Dataset.from_tensors(batch).repeat()
+    trainable._training_state = None  # BackupAndRestore removed it after the project's fit.
     for name, metrics in (("compiled step, fixed batch, no callbacks", True),
                           ("the same without the metric", False)):
         trainable.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
