@@ -95,7 +95,7 @@ def run(
     config: PipelineConfig,
     metadata_path: str,
     beam_pipeline_args: Sequence[str] = DEFAULT_BEAM_ARGS,
-    progress: Optional[TextIO] = sys.stdout,
+    progress: Optional[TextIO] | str = "stdout",
     log_path: Optional[str] = None,
 ) -> summary_lib.RunSummary:
     """Runs the whole pipeline and returns its summary.
@@ -104,6 +104,8 @@ def run(
     own (verbose) log goes to that file instead of the console. A failed component raises after
     the summary of what did run has been printed to `progress`.
     """
+    if progress == "stdout":  # the stdout of the call, not of the import
+        progress = sys.stdout
     os.makedirs(os.path.dirname(os.path.abspath(metadata_path)), exist_ok=True)
     connection = metadata_config(metadata_path)
     pipeline = create_pipeline(config, connection, beam_pipeline_args)

@@ -35,7 +35,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def test_registers_four_commands_each_with_help_on_every_option():
     commands = _subparsers(_parser())
 
-    assert set(commands) == {"serve", "compare", "embed", "status"}
+    assert set(commands) == {"serve", "compare", "embed", "identify", "status"}
     for name, parser in commands.items():
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction):
