@@ -232,12 +232,12 @@ def test_paths_the_pods_cannot_see_are_refused(field):
         runner.check_locations(config)
 
 
-def test_cli_compile_reports_config_errors(tmp_path, capsys):
+def test_cli_compile_reports_config_errors(tmp_path, capfd):
     from siamese_tfx.pipeline.cli import main
 
     args = [a if a != "FlinkRunner" else "SparkRunner" for a in COMPILE_ARGS]
     assert main(["kubeflow", "compile", "--output", str(tmp_path / "x.yaml")] + args) == 2
-    assert "spark_master_url" in capsys.readouterr().err
+    assert "spark_master_url" in capfd.readouterr().err
 
 
 def test_pusher_needs_both_blessings_and_infra_validation_gets_its_settings(spec):

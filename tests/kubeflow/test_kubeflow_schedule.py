@@ -141,8 +141,8 @@ def test_cli_dry_run_prints_the_calls_without_a_server(compiled_spec_path, capsy
         "service_account": "pipeline-runner"}
 
 
-def test_cli_schedule_without_host_or_dry_run_is_refused(capsys):
+def test_cli_schedule_without_host_or_dry_run_is_refused(capfd):
     from siamese_tfx.pipeline.cli import main
 
     assert main(["kubeflow", "schedule", "--cron", "0 3 * * *"]) == 2
-    assert "--host" in capsys.readouterr().err
+    assert "--host" in capfd.readouterr().err

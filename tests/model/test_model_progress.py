@@ -25,6 +25,9 @@ def _pairs(count: int = 64) -> tf.data.Dataset:
 
 def test_a_300_step_training_logs_progress_lines_with_an_eta(tmp_path, caplog):
     caplog.set_level(logging.INFO)
+    # absl's logger keeps its own level (TFX's flag parsing in an earlier test of this process
+    # sets it to WARNING): the progress lines are absl INFO records.
+    caplog.set_level(logging.INFO, logger="absl")
     model_cfg = ModelConfig(embedding_dim=8)
     train_cfg = TrainConfig(train_steps=300, batch_size=8, progress_seconds=0.2,
                             checkpoint_steps=1000, curve_every=1000)
