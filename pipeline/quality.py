@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -67,22 +66,11 @@ def compare_many(loaded: Any, lefts: Sequence[bytes], rights: Sequence[bytes],
     return {key: np.concatenate(values) for key, values in outputs.items()}
 
 
-# What the model's decoder (tf.io.decode_image) reads; other formats (PGM, PPM, ...) are
-# converted to PNG first, as PairExampleGen does.
-_DECODABLE = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
-
-
 def _read(path: str) -> bytes:
-    """Encoded image bytes the exported model can decode."""
-    if path.lower().endswith(_DECODABLE):
-        with open(path, "rb") as f:
-            return f.read()
-    from PIL import Image
+    """Encoded image bytes the exported model can decode (gallery.read_image, the one reader)."""
+    from siamese_tfx.components.trainer.gallery import read_image
 
-    buffer = io.BytesIO()
-    with Image.open(path) as image:
-        image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return read_image(path)
 
 
 # --- evaluate -----------------------------------------------------------------------------------
