@@ -342,7 +342,12 @@ def _report(name: str, result: dict[str, Any]) -> None:
     if "oneshot_20way" in result:
         o = result["oneshot_20way"]
         print(f"20-way within-alphabet one-shot accuracy on held-out characters "
-              f"({len(o['runs'])} runs): {o['accuracy']:.4f}")
+              f"({len(o['runs'])} runs): {o['accuracy']:.4f} (through {o.get('through')})")
+        if o.get("through") == "identify":
+            print(f"  identify's top-1 (the run's 20 exemplars as the gallery) equals compare's "
+                  f"nearest exemplar's accuracy in {o['runs_where_identify_equals_compare']}/"
+                  f"{len(o['runs'])} runs ({o['compare_accuracy']:.4f} through compare; "
+                  f"{o['queries_where_identify_differs']} queries answered differently)")
     if "oneshot_20way_members" in result:
         m = result["oneshot_20way_members"]
         print(f"  from the served embedding {m['ensemble']:.4f}; each ensemble member alone "

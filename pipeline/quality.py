@@ -6,8 +6,11 @@
 - `oneshot`: N-way one-shot classification in the format of Lake et al.'s Omniglot runs
   (`runNN/training/classNN.png`, `runNN/test/itemNN.png`, `runNN/class_labels.txt` with lines
   "test/itemNN.png training/classMM.png"): each test item is assigned the exemplar at the
-  smallest distance (the model's own head, through its `compare` signature). Prints per-run and
-  overall accuracy and writes a PNG of a few queries with their nearest exemplars.
+  smallest distance. For a model with the euclidean head, the answer is `identify`'s top-1 with
+  the run's exemplars as the gallery (the served identification path, components/trainer/
+  gallery.py), cross-checked against `compare`'s nearest exemplar; other heads answer through
+  `compare` alone. Prints per-run and overall accuracy and writes a PNG of a few queries with
+  their nearest exemplars.
 - `oneshot-runs`: builds such runs from class folders of held-out Omniglot characters
   (`<alphabet>/<character>/<image>`): each run draws its N characters from ONE alphabet, and
   takes one drawer's image of each as the exemplar and another drawer's as the query.
@@ -158,10 +161,23 @@ class RunResult:
     predicted: list[str] = field(default_factory=list)
     distances: list[list[float]] = field(default_factory=list)
     exemplars: list[str] = field(default_factory=list)
+    # compare's nearest exemplar per query; `predicted` is identify's top-1 when `through` is
+    # "identify", else the same as this.
+    compare_predicted: list[str] = field(default_factory=list)
+    through: str = "compare"
 
     @property
     def accuracy(self) -> float:
         return float(np.mean([t == p for t, p in zip(self.truth, self.predicted)]))
+
+    @property
+    def compare_accuracy(self) -> float:
+        return float(np.mean([t == p for t, p in zip(self.truth, self.compare_predicted)]))
+
+    @property
+    def disagreements(self) -> int:
+        """Queries whose identify top-1 is not compare's nearest exemplar."""
+        return sum(p != c for p, c in zip(self.predicted, self.compare_predicted))
 
 
 def _relative(path: str) -> str:
@@ -196,15 +212,45 @@ def find_runs(runs: str) -> list[str]:
     return found
 
 
+def _identifies(loaded: Any) -> bool:
+    """Whether `loaded` carries what a gallery model needs (embed, threshold, limits)."""
+    needed = (signatures.THRESHOLD_ATTR,) + signatures.LIMIT_ATTRS
+    return (signatures.EMBED in loaded.signatures
+            and all(getattr(loaded, name, None) is not None for name in needed))
+
+
+def _identify_top1(loaded: Any, run_dir: str, exemplars: list[str], query_images: list[bytes],
+                   batch_size: int) -> Optional[list[str]]:
+    """identify's top-1 exemplar per query, the run's exemplars being the gallery (one identity
+    each), built and run in-process as `gallery build` saves it; None for a model whose head
+    is not euclidean (identify's search is by embedding distance)."""
+    import tensorflow as tf
+
+    from siamese_tfx.components.trainer import gallery
+
+    entries = [gallery.GalleryEntry(os.path.join(run_dir, e), e) for e in exemplars]
+    try:
+        module, _, _ = gallery.gallery_module(loaded, entries, "nearest", top_k=1)
+    except ValueError:
+        return None
+    top1: list[str] = []
+    for start in range(0, len(query_images), batch_size):
+        out = module.identify(tf.constant(query_images[start:start + batch_size]))
+        top1 += [label.decode() for label in out[signatures.LABELS].numpy()[:, 0]]
+    return top1
+
+
 def oneshot_run(loaded: Any, run_dir: str, batch_size: int = 64) -> RunResult:
-    """Each query against every exemplar through `compare`; the nearest exemplar wins."""
+    """Each query against every exemplar through `compare` (every distance is kept); the
+    answer is identify's top-1 for a model with the euclidean head, else compare's nearest
+    exemplar."""
     exemplars, answers = read_run(run_dir)
     images = {p: _read(os.path.join(run_dir, p)) for p in exemplars}
     result = RunResult(os.path.basename(os.path.normpath(run_dir)), exemplars=exemplars)
     queries = sorted(answers)
+    query_images = [_read(os.path.join(run_dir, query)) for query in queries]
     lefts, rights = [], []
-    for query in queries:
-        data = _read(os.path.join(run_dir, query))
+    for data in query_images:
         lefts += [data] * len(exemplars)
         rights += [images[e] for e in exemplars]
     distance = compare_many(loaded, lefts, rights, batch_size)[signatures.DISTANCE]
@@ -212,8 +258,14 @@ def oneshot_run(loaded: Any, run_dir: str, batch_size: int = 64) -> RunResult:
     for query, row in zip(queries, distance):
         result.queries.append(query)
         result.truth.append(answers[query])
-        result.predicted.append(exemplars[int(np.argmin(row))])
+        result.compare_predicted.append(exemplars[int(np.argmin(row))])
         result.distances.append([float(v) for v in row])
+    identified = (_identify_top1(loaded, run_dir, exemplars, query_images, batch_size)
+                  if _identifies(loaded) else None)
+    if identified is None:
+        result.predicted = list(result.compare_predicted)
+    else:
+        result.predicted, result.through = identified, "identify"
     return result
 
 
@@ -230,10 +282,22 @@ def oneshot(model_path: str, runs: str, output_dir: str = "", examples: int = 6,
               f"/{len(r.truth)})", file=out)
     overall = float(np.mean([r.accuracy for r in results]))
     way = len(results[0].exemplars)
-    print(f"overall {way}-way one-shot accuracy over {len(results)} run(s): {overall:.4f}",
-          file=out)
+    through = results[0].through
+    print(f"overall {way}-way one-shot accuracy over {len(results)} run(s): {overall:.4f} "
+          f"(through {through})", file=out)
     summary = {"accuracy": overall, "runs": {r.name: r.accuracy for r in results},
-               "way": way, "model": os.path.abspath(model_path)}
+               "way": way, "model": os.path.abspath(model_path), "through": through}
+    if through == "identify":
+        # identify's top-1 against compare's nearest exemplar, query by query.
+        summary.update(
+            compare_accuracy=float(np.mean([r.compare_accuracy for r in results])),
+            runs_where_identify_equals_compare=sum(
+                r.accuracy == r.compare_accuracy for r in results),
+            queries_where_identify_differs=sum(r.disagreements for r in results))
+        print(f"compare's nearest exemplar: {summary['compare_accuracy']:.4f}; identify's "
+              f"accuracy equals compare's in {summary['runs_where_identify_equals_compare']}/"
+              f"{len(results)} runs ({summary['queries_where_identify_differs']} queries "
+              "answered differently)", file=out)
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
         with open(os.path.join(output_dir, "oneshot.json"), "w") as f:
