@@ -205,3 +205,110 @@ def test_evaluate_identification_counts_strangers_and_false_alarms(
     assert metrics["false_alarm_rate_at_threshold"] == 1.0
     assert metrics["dir_at_far_0.01"] == 1.0  # below the stranger, above every exemplar
     assert "top5_accuracy" in capsys.readouterr().out
+
+
+def test_a_gallery_rebuild_under_load_is_served_without_restart_or_failed_request(
+        built, model_base, gallery_dir, server, client, gallery_images, stranger, tmp_path):
+    """Four clients ask `identify` (each about 20 times a second) while `gallery build`, on the newest served
+    version (the gallery model 2), enrols a fourth identity, dave (the stranger's image), as
+    version 3. The same server process answers every request: by version 2 (dave unknown) while
+    version 3 is built and loaded, then by version 3 (dave known), never back."""
+    import shutil
+    import threading
+
+    from siamese_tfx.pipeline.cli import main
+    from siamese_tfx.serving.client import SiameseClient
+
+    enlarged = tmp_path / "gallery"
+    shutil.copytree(gallery_dir, enlarged)
+    (enlarged / "dave").mkdir()
+    (enlarged / "dave" / "0.png").write_bytes(stranger)
+    exemplars, (query,) = client.embed(gallery_images), client.embed([stranger])
+    threshold = float(np.linalg.norm(exemplars - query, axis=1).min()) / 2
+    stop, failures = threading.Event(), []
+    answers: list[list[tuple[float, int, str | None]]] = [[] for _ in range(4)]
+
+    def ask(i: int) -> None:
+        with SiameseClient(server.address, NAME, timeout=30.0) as own:
+            while not stop.is_set():
+                try:
+                    (result,) = own.identify([stranger], top_k=1)
+                    answers[i].append((time.monotonic(), own.last_version, result.label))
+                except Exception as error:  # every failure is a finding
+                    failures.append(repr(error))
+                stop.wait(0.05)  # light load: about 20 requests/s per client
+
+    threads = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        while min(len(a) for a in answers) < 3:
+            assert not failures, failures
+            time.sleep(0.05)
+        build_started = time.monotonic()
+        assert main(["gallery", "build", "--model", os.path.join(model_base, NAME),
+                     "--gallery", str(enlarged), "--serving-dir", model_base,
+                     "--model-name", NAME, "--top-k", "2", "--threshold", str(threshold)]) == 0
+        build_done = time.monotonic()
+        deadline = time.monotonic() + 120
+        while not all(a and a[-1][1] == 3 for a in answers):
+            assert time.monotonic() < deadline, "the server did not load version 3"
+            time.sleep(0.1)
+        seen = [len(a) for a in answers]
+        while any(len(a) < n + 3 for a, n in zip(answers, seen)):  # a few more from version 3
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    assert failures == [], failures[:5]
+    assert client.metadata().version == 3  # the server started before version 2 serves 3
+    for own in answers:
+        versions = [version for _, version, _ in own]
+        assert versions == sorted(versions) and versions[0] == 2 and versions[-1] == 3
+        assert all(label is None for _, version, label in own if version == 2)
+        assert all(label == "dave" for _, version, label in own if version == 3)
+    # The old version kept answering while the new one was built (and loaded).
+    during_build = [t for own in answers for t, version, _ in own
+                    if version == 2 and build_started < t < build_done]
+    assert during_build, "no request was answered while the gallery was rebuilt"
+    with open(os.path.join(fx.version_dir(model_base, NAME, 3), "assets",
+                           signatures.GALLERY_ASSET)) as f:
+        record = json.load(f)
+    print(f"rebuild under load: {sum(map(len, answers))} requests answered, "
+          f"{len(during_build)} while building ({build_done - build_started:.1f} s), "
+          f"version 3 served {time.monotonic() - build_done:.1f} s after the build")
+    assert (record["gallery_version"], record["identities"]) == (3, 4)
+
+
+def test_oneshot_answers_through_identify_as_compare_does(model_base, gallery_images, tmp_path,
+                                                          capsys):
+    """`oneshot` on a Lake-format run, with the Trainer's real export (euclidean head): the
+    answers are identify's top-1 over the run's exemplars as the gallery, and they are
+    compare's nearest exemplars, query by query. Queries 1-3 are the exemplars themselves
+    (right by construction), 4-6 other images with arbitrary answers."""
+    from siamese_tfx.pipeline import quality
+
+    run = tmp_path / "runs" / "run01"
+    (run / "training").mkdir(parents=True)
+    (run / "test").mkdir()
+    lines = []
+    for i, image in enumerate(gallery_images):
+        (run / "test" / f"item{i + 1:02d}.png").write_bytes(image)
+        lines.append(f"test/item{i + 1:02d}.png training/class{i % 3 + 1:02d}.png")
+        if i < 3:
+            (run / "training" / f"class{i + 1:02d}.png").write_bytes(image)
+    (run / "class_labels.txt").write_text("\n".join(lines) + "\n")
+
+    summary = quality.oneshot(fx.version_dir(model_base, NAME, 1), str(tmp_path / "runs"))
+    assert summary["through"] == "identify"
+    assert summary["queries_where_identify_differs"] == 0
+    assert summary["accuracy"] == summary["compare_accuracy"] >= 0.5
+    assert summary["runs_where_identify_equals_compare"] == 1
+    result = quality.oneshot_run(quality.load_model(fx.version_dir(model_base, NAME, 1)),
+                                 str(run))
+    assert result.predicted[:3] == ["training/class01.png", "training/class02.png",
+                                    "training/class03.png"]
+    assert result.predicted == result.compare_predicted
+    assert "(through identify)" in capsys.readouterr().out
