@@ -112,7 +112,8 @@ def resource_spec(cpu: float, memory_gb: float, gpu_type: str = "",
 
 def check_locations(config: PipelineConfig) -> None:
     """Refuses paths the cluster's pods cannot reach (relative or file:// paths)."""
-    optional = {"schema_path": config.validation.schema_path}  # Empty: the repo's schema.
+    optional = {"schema_path": config.validation.schema_path,  # Empty: the repo's schema.
+                "gallery_path": config.gallery.gallery_path}  # Empty: no GalleryBuilder.
     for name, path in (("pipeline_root", config.pipeline_root),
                        ("serving_dir", config.serving_dir),
                        ("image_root", config.data.image_root), *optional.items()):
