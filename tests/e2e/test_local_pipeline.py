@@ -147,7 +147,7 @@ def gallery_run(first_run, omniglot_tiny, workdir):
 
 
 def test_unchanged_inputs_reuse_cached_outputs_and_a_gallery_adds_its_builder(
-        first_run, gallery_run):
+        first_run, gallery_run, omniglot_tiny):
     states = _states(gallery_run)
     for component in (pipeline_lib.EXAMPLE_GEN, pipeline_lib.STATISTICS_GEN,
                       pipeline_lib.SCHEMA_GEN, pipeline_lib.TRANSFORM, pipeline_lib.TRAINER):
