@@ -275,8 +275,9 @@ def test_with_a_gallery_the_gallery_model_is_evaluated_validated_and_pushed():
             p.GALLERY_BUILDER, "gallery_model"), node
     proto = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
     assert _container(proto, p.GALLERY_BUILDER)["resources"]["cpuLimit"] == 3
-    relative = PipelineConfig(pipeline_root=f"{SHARED}/r", serving_dir=f"{SHARED}/s",
-                              data=DataConfig(image_root=f"{SHARED}/images"),
-                              gallery=GalleryConfig(gallery_path="gallery"))
-    with pytest.raises(ValueError, match="gallery_path 'gallery' must be on shared storage"):
-        runner.check_locations(relative)
+    for gallery in ("gallery", f"{SHARED}/gallery"):  # relative, or object storage
+        config = PipelineConfig(pipeline_root=f"{SHARED}/r", serving_dir=f"{SHARED}/s",
+                                data=DataConfig(image_root=f"{SHARED}/images"),
+                                gallery=GalleryConfig(gallery_path=gallery))
+        with pytest.raises(ValueError, match=f"gallery_path '{gallery}' must be an absolute"):
+            runner.check_locations(config)
