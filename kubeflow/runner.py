@@ -111,7 +111,8 @@ def resource_spec(cpu: float, memory_gb: float, gpu_type: str = "",
 
 
 def check_locations(config: PipelineConfig) -> None:
-    """Refuses paths the cluster's pods cannot reach (relative or file:// paths)."""
+    """Refuses paths the cluster's pods cannot reach (relative or file:// paths; a gallery
+    anywhere but an absolute path)."""
     optional = {"schema_path": config.validation.schema_path}  # Empty: the repo's schema.
     for name, path in (("pipeline_root", config.pipeline_root),
                        ("serving_dir", config.serving_dir),
@@ -120,6 +121,12 @@ def check_locations(config: PipelineConfig) -> None:
             raise ValueError(
                 f"{name} {path!r} must be on shared storage: gs://, s3://, hdfs://, or an "
                 "absolute path on a volume mounted at the same path in every pod")
+    gallery = config.gallery.gallery_path  # Empty: no GalleryBuilder.
+    if gallery and not gallery.startswith("/"):
+        raise ValueError(
+            f"gallery_path {gallery!r} must be an absolute path in the GalleryBuilder pod (a "
+            "volume mounted at the same path in every pod, or the image): the gallery is read "
+            "with local file access, not from object storage")
 
 
 def in_image(path: str, kf: KubeflowConfig) -> str:

@@ -57,6 +57,8 @@ def _resolve(args: argparse.Namespace, base: PipelineConfig) -> tuple[PipelineCo
         data=dataclasses.replace(config.data, image_root=_absolute(config.data.image_root)),
         validation=dataclasses.replace(
             config.validation, schema_path=_absolute(config.validation.schema_path)),
+        gallery=dataclasses.replace(
+            config.gallery, gallery_path=_absolute(config.gallery.gallery_path)),
     )
     return config, args.metadata_path or os.path.join(output, "metadata.sqlite")
 
@@ -91,6 +93,9 @@ def _check_inputs(config: PipelineConfig) -> None:
     if manifest and "://" not in manifest and not os.path.isfile(manifest):
         raise errors.UsageError(f"--manifest {data.manifest!r}: no such file under the image "
                                 f"root ({manifest})")
+    gallery = config.gallery.gallery_path
+    if gallery and "://" not in gallery and not os.path.exists(gallery):
+        raise errors.UsageError(f"--gallery {gallery!r}: no such folder or manifest file")
 
 
 def run_command(args: argparse.Namespace) -> int:

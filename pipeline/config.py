@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from siamese_tfx.components.contract import signatures
-from siamese_tfx.components.contract.config import (DataConfig, EvalConfig, ImageConfig,
-                                                    InfraValidationConfig, ModelConfig,
-                                                    ServingLimitsConfig, TrainConfig,
-                                                    TrainerSettings, ValidationConfig, check,
-                                                    from_dict, option)
+from siamese_tfx.components.contract.config import (DataConfig, EvalConfig, GalleryConfig,
+                                                    ImageConfig, InfraValidationConfig,
+                                                    ModelConfig, ServingLimitsConfig,
+                                                    TrainConfig, TrainerSettings,
+                                                    ValidationConfig, check, from_dict, option)
 
 # How a portable runner (Flink, Spark, Beam's portable job service) runs the SDK harness.
 BEAM_ENVIRONMENT_TYPES = ("EXTERNAL", "DOCKER", "PROCESS", "LOOPBACK")
@@ -46,6 +46,12 @@ class PipelineConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     infra: InfraValidationConfig = field(default_factory=InfraValidationConfig)
     serving_limits: ServingLimitsConfig = field(default_factory=ServingLimitsConfig)
+    gallery: GalleryConfig = field(default_factory=GalleryConfig)
+
+    def __post_init__(self) -> None:
+        check(not self.gallery.enabled or self.model.head == "euclidean",
+              f"gallery_path needs the euclidean head (got head {self.model.head!r}): identify "
+              "searches the gallery by the Euclidean distance of embeddings")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,7 +15,7 @@ from siamese_tfx.components.contract import errors
 from siamese_tfx.pipeline import console
 from siamese_tfx.pipeline import summary as summary_lib
 from siamese_tfx.pipeline.config import LocalBeamConfig, PipelineConfig
-from siamese_tfx.pipeline.pipeline import COMPONENT_ORDER, create_pipeline
+from siamese_tfx.pipeline.pipeline import COMPONENT_ORDER, component_ids, create_pipeline
 
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 JOB_SERVICE_TIMEOUT_S = 10.0
@@ -62,9 +62,10 @@ class _Progress(logging.Handler):
     project's own INFO+ records (the components' progress and findings) under them; other
     libraries' records go only to the log file."""
 
-    def __init__(self, stream: TextIO):
+    def __init__(self, stream: TextIO, components: Sequence[str] = COMPONENT_ORDER):
         super().__init__(logging.INFO)
         self._stream = stream
+        self._components = tuple(components)  # the run's, in pipeline order
         self._started: dict[str, float] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -77,8 +78,8 @@ class _Progress(logging.Handler):
             suffix = f" is {verb}."
             if message.startswith("Component ") and message.endswith(suffix):
                 node = message[len("Component "):-len(suffix)]
-                step = (COMPONENT_ORDER.index(node) + 1) if node in COMPONENT_ORDER else "?"
-                prefix = f"[{step}/{len(COMPONENT_ORDER)}] {node}"
+                step = (self._components.index(node) + 1) if node in self._components else "?"
+                prefix = f"[{step}/{len(self._components)}] {node}"
                 if verb == "running":
                     self._started[node] = time.monotonic()
                     print(f"{prefix} ...", file=self._stream, flush=True)
@@ -112,7 +113,7 @@ def run(
     absl_logger = logging.getLogger("absl")
     handlers: list[logging.Handler] = []
     if progress:
-        handlers.append(_Progress(progress))
+        handlers.append(_Progress(progress, component_ids(config)))
     if log_path:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         file_handler = logging.FileHandler(log_path)

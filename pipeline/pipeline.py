@@ -18,6 +18,7 @@ from tfx.types import channel
 
 from siamese_tfx.components.contract import features, signatures
 from siamese_tfx.components.contract.config import ValidationConfig, section_to_dict
+from siamese_tfx.components.gallery_builder.component import GalleryBuilder
 from siamese_tfx.components.infra_validator.component import InfraValidator
 from siamese_tfx.components.metrics import verification
 from siamese_tfx.components.pair_example_gen.component import PairExampleGen
@@ -38,13 +39,23 @@ VALIDATION_RESOLVER = "previous_validation_resolver"
 VALIDATION_GATE = "DataValidationGate"
 TRANSFORM = "Transform"
 TRAINER = "Trainer"
+GALLERY_BUILDER = "GalleryBuilder"  # only with a gallery (GalleryConfig.gallery_path)
 MODEL_RESOLVER = "latest_blessed_model_resolver"
 EVALUATOR = "Evaluator"
 INFRA_VALIDATOR = "InfraValidator"
 PUSHER = "Pusher"
 COMPONENT_ORDER = (EXAMPLE_GEN, STATISTICS_GEN, SCHEMA_GEN, EXAMPLE_VALIDATOR,
                    NO_PREVIOUS_VALIDATION, VALIDATION_RESOLVER, VALIDATION_GATE, TRANSFORM,
-                   TRAINER, MODEL_RESOLVER, EVALUATOR, INFRA_VALIDATOR, PUSHER)
+                   TRAINER, GALLERY_BUILDER, MODEL_RESOLVER, EVALUATOR, INFRA_VALIDATOR,
+                   PUSHER)
+# Components only some configs have.
+OPTIONAL_COMPONENTS = (GALLERY_BUILDER,)
+
+
+def component_ids(config: PipelineConfig) -> tuple[str, ...]:
+    """The ids of the components `create_pipeline(config)` builds, in pipeline order."""
+    return tuple(c for c in COMPONENT_ORDER
+                 if c != GALLERY_BUILDER or config.gallery.enabled)
 
 
 def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -186,6 +197,14 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(num_steps=config.train.calibration_steps),
         custom_config=config.trainer_settings().to_custom_config(),
     ).with_id(TRAINER)
+    # With a gallery, the model evaluated, validated and pushed is the Trainer's plus the
+    # gallery and identify.
+    gallery_builder, candidate = None, trainer.outputs["model"]
+    if config.gallery.enabled:
+        gallery_builder = GalleryBuilder(
+            model=trainer.outputs["model"], gallery=config.gallery, model_name=config.model_name
+        ).with_id(GALLERY_BUILDER)
+        candidate = gallery_builder.outputs["gallery_model"]
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -193,7 +212,7 @@ def create_pipeline(
     ).with_id(MODEL_RESOLVER)
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
+        model=candidate,
         baseline_model=model_resolver.outputs["model"],
         eval_config=make_eval_config(config),
         example_splits=["eval"],
@@ -201,10 +220,10 @@ def create_pipeline(
     # The candidate must also answer through the serving stack (a separate model server
     # process) as it does in-process: Pusher needs both blessings.
     infra_validator = InfraValidator(
-        model=trainer.outputs["model"], infra=config.infra, model_name=config.model_name
+        model=candidate, infra=config.infra, model_name=config.model_name
     ).with_id(INFRA_VALIDATOR)
     pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
+        model=candidate,
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=infra_validator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
@@ -216,7 +235,8 @@ def create_pipeline(
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, *validation.values(), transform, trainer, model_resolver,
+        components=[example_gen, *validation.values(), transform, trainer,
+                    *([gallery_builder] if gallery_builder else []), model_resolver,
                     evaluator, infra_validator, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,

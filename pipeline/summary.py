@@ -31,6 +31,8 @@ class RunSummary:
     infra_blessed: Optional[bool] = None  # InfraValidator's verdict
     infra_reason: str = ""  # why infra validation failed
     infra_checks: Optional[int] = None  # requests checked through the serving stack
+    infra_signatures: list[str] = field(default_factory=list)  # what the passed checks called
+    gallery: str = ""  # GalleryBuilder's gallery (identities, exemplars, fingerprint), one line
     pushed_path: Optional[str] = None
     not_pushed_reason: str = ""
     quarantined: Optional[int] = None
@@ -64,13 +66,16 @@ class RunSummary:
             lines.append("Data anomalies: none")
         if self.model_description:
             lines.append(self.model_description)
+        if self.gallery:
+            lines.append(self.gallery)
         if self.metrics:
             lines.append("Evaluator metrics (eval split): " + ", ".join(
                 f"{k}={v:.4f}" for k, v in sorted(self.metrics.items())))
         if self.infra_blessed is not None:
             lines.append(
                 f"Infra validation: passed ({self.infra_checks} requests answered through a "
-                "model server process as in-process)" if self.infra_blessed
+                "model server process as in-process: "
+                f"{', '.join(self.infra_signatures)})" if self.infra_blessed
                 else f"Infra validation: FAILED: {self.infra_reason}")
         if self.pushed_path:
             lines.append(f"Pushed model: {self.pushed_path}")
@@ -91,6 +96,7 @@ def summarize(
     run_id: Optional[str] = None,
 ) -> RunSummary:
     """Summarises run `run_id` (default: the latest) of `pipeline_name`."""
+    from siamese_tfx.components.gallery_builder import executor as gallery_lib
     from siamese_tfx.components.infra_validator import executor as infra_lib
     from siamese_tfx.components.pair_example_gen import executor as example_gen_lib
     from siamese_tfx.components.validation_gate import executor as gate_lib
@@ -112,6 +118,9 @@ def summarize(
         summary.anomalies, summary.anomalies_overridden = outcome.lines, outcome.overridden
     if pipeline_lib.TRAINER in nodes:
         summary.model_description = _model_description(nodes[pipeline_lib.TRAINER].outputs)
+    if pipeline_lib.GALLERY_BUILDER in nodes:
+        gallery = gallery_lib.read_outcome(nodes[pipeline_lib.GALLERY_BUILDER].outputs)
+        summary.gallery = gallery.format() if gallery else ""
     if pipeline_lib.EVALUATOR in nodes:
         _read_evaluation(summary, nodes[pipeline_lib.EVALUATOR].outputs)
     infra = (infra_lib.read_outcome(nodes[pipeline_lib.INFRA_VALIDATOR].outputs)
@@ -119,6 +128,7 @@ def summarize(
     if infra is not None:
         summary.infra_blessed, summary.infra_reason = infra.blessed, infra.reason
         summary.infra_checks = infra.checks
+        summary.infra_signatures = list(infra.signatures)
     if pipeline_lib.PUSHER in nodes:
         summary.pushed_path = _pushed_path(nodes[pipeline_lib.PUSHER].outputs)
     if summary.pushed_path is None and summary.infra_blessed is False:

@@ -367,6 +367,38 @@ class InfraValidationConfig:
 
 
 @dataclass(frozen=True)
+class GalleryConfig:
+    """Enrolled identities the pipeline adds to the trained model (GalleryBuilder, after the
+    Trainer): the Evaluator, InfraValidator and Pusher then work on the model with the gallery
+    and its `identify` signature. An empty gallery_path leaves the pipeline without it."""
+
+    gallery_path: str = option(
+        "", "Gallery of enrolled identities added to the trained model: class folders "
+        "<gallery>/<identity>/<image>, or a manifest CSV with columns image,label (paths "
+        "relative to its folder). The pushed model then answers identify (image -> top-k "
+        "identities). Read where GalleryBuilder runs (on Kubeflow: a path its pod sees). "
+        "Needs the euclidean head. Empty: no gallery.", flags=("--gallery", "--gallery-path"))
+    gallery_class_depth: int = option(
+        1, "Folder levels under the gallery folder that name one identity (Omniglot: 2).")
+    gallery_aggregate: str = option(
+        "nearest", "An identity's distance with several exemplars: its nearest exemplar's, or "
+        "its mean embedding's.", choices=signatures.GALLERY_AGGREGATES)
+    gallery_top_k: int = option(
+        5, "Identities identify returns per query, nearest first (at most the gallery's "
+        "identities).")
+
+    def __post_init__(self) -> None:
+        check(self.gallery_class_depth >= 1, "gallery_class_depth must be >= 1")
+        check(self.gallery_aggregate in signatures.GALLERY_AGGREGATES,
+              f"gallery_aggregate must be one of {signatures.GALLERY_AGGREGATES}")
+        check(self.gallery_top_k >= 1, "gallery_top_k must be >= 1")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.gallery_path)
+
+
+@dataclass(frozen=True)
 class ServingLimitsConfig:
     """What the served model accepts from a client. The Trainer stores these limits in the
     exported SavedModel, beside its threshold, and its signatures check them in the graph before

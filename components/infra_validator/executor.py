@@ -56,14 +56,31 @@ def _images_in(requests: list[tuple[str, predict_pb2.PredictRequest]]) -> list[b
     return images
 
 
-def contract_requests(images: list[bytes]) -> list[tuple[str, predict_pb2.PredictRequest]]:
+def signature_names(model_path: str) -> set[str]:
+    """The signatures of the SavedModel at `model_path`, read from its saved_model.pb (empty
+    when it cannot be read: loading the model then fails the validation with the reason)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = os.path.join(model_path, "saved_model.pb")
+    if not fileio.exists(path):
+        return set()
+    with fileio.open(path, "rb") as f:
+        saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    return {name for graph in saved_model.meta_graphs for name in graph.signature_def}
+
+
+def contract_requests(images: list[bytes], identify: bool = False
+                      ) -> list[tuple[str, predict_pb2.PredictRequest]]:
     """One request per signature a client of the pushed model relies on: `compare` and
-    `serving_default` (pairs) and `embed`, on `images` (at least one encoded image)."""
+    `serving_default` (pairs) and `embed`, and `identify` for a gallery model, on `images` (at
+    least one encoded image)."""
     lefts = images[:2]
     rights = (images[1:] + images[:1])[:2]
-    contract = (requests.compare_request("", lefts, rights),
+    contract = [requests.compare_request("", lefts, rights),
                 requests.embed_request("", images[:2]),
-                requests.examples_request("", lefts, rights))
+                requests.examples_request("", lefts, rights)]
+    if identify:
+        contract.append(requests.identify_request("", images[:2]))
     return [(f"contract: {r.model_spec.signature_name}", r) for r in contract]
 
 
@@ -79,8 +96,9 @@ def validate_model(model_path: str, model_name: str, config: InfraValidationConf
     if not images:
         return infra_validation.InfraReport(
             False, "the model's warmup requests hold no encoded image", model_path)
+    identify = signatures.IDENTIFY in signature_names(model_path)
     return infra_validation.validate(
-        model_path, model_name, warmup + contract_requests(images), work_dir=work_dir,
+        model_path, model_name, warmup + contract_requests(images, identify), work_dir=work_dir,
         load_timeout_s=config.infra_load_timeout_s,
         request_timeout_s=config.infra_request_timeout_s, tolerance=config.infra_tolerance)
 
@@ -118,12 +136,13 @@ class Executor(base_executor.BaseExecutor):
 
 @dataclass
 class InfraOutcome:
-    """An InfraBlessing read back: the verdict, its reason, and how many requests were checked
-    (None when the report is missing)."""
+    """An InfraBlessing read back: the verdict, its reason, how many requests were checked
+    (None when the report is missing) and the signatures the passed ones called."""
 
     blessed: bool
     reason: str
     checks: Optional[int]
+    signatures: tuple[str, ...] = ()
 
 
 def read_outcome(outputs: Iterable[Any]) -> Optional[InfraOutcome]:
@@ -131,11 +150,14 @@ def read_outcome(outputs: Iterable[Any]) -> Optional[InfraOutcome]:
     for a in outputs:
         if BLESSED_PROPERTY in a.custom_properties:
             report = os.path.join(a.uri, REPORT_JSON)
-            checks = None
+            checks, passed = None, ()
             if fileio.exists(report):
                 with fileio.open(report) as f:
-                    checks = len(json.loads(f.read()).get("checks", []))
+                    done = json.loads(f.read()).get("checks", [])
+                checks = len(done)
+                passed = tuple(sorted({c["signature"] for c in done if c["ok"]}))
             return InfraOutcome(bool(a.custom_properties[BLESSED_PROPERTY].int_value),
-                                a.custom_properties[REASON_PROPERTY].string_value, checks)
+                                a.custom_properties[REASON_PROPERTY].string_value, checks,
+                                passed)
     return None
 

@@ -298,11 +298,12 @@ def build_gallery_model(model_dir: str, entries: Sequence[GalleryEntry], export_
                  if name in base.signatures}
     functions[signatures.IDENTIFY] = module.identify.get_concrete_function()
     tf.saved_model.save(module, export_dir, signatures=functions)
-    info.update(source_model=os.path.abspath(model_dir), **(record or {}))
-    assets = os.path.join(export_dir, "assets")
-    os.makedirs(assets, exist_ok=True)
-    with open(os.path.join(assets, signatures.GALLERY_ASSET), "w") as f:
-        json.dump(info, f, indent=2)
+    info.update(source_model=model_dir if "://" in model_dir else os.path.abspath(model_dir),
+                **(record or {}))
+    assets = os.path.join(export_dir, "assets")  # a local path or a URI (GalleryBuilder's)
+    tf.io.gfile.makedirs(assets)
+    with tf.io.gfile.GFile(os.path.join(assets, signatures.GALLERY_ASSET), "w") as f:
+        f.write(json.dumps(info, indent=2))
     write_warmup_requests(export_dir, model_name, images[:2], identify=True)
     return info
 

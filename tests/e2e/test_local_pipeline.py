@@ -13,8 +13,8 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from siamese_tfx.components.contract import features, signatures
-from siamese_tfx.components.contract.config import (DataConfig, EvalConfig, ImageConfig,
-                                                    ModelConfig, TrainConfig)
+from siamese_tfx.components.contract.config import (DataConfig, EvalConfig, GalleryConfig,
+                                                    ImageConfig, ModelConfig, TrainConfig)
 from siamese_tfx.pipeline import local_runner
 from siamese_tfx.pipeline import pipeline as pipeline_lib
 from siamese_tfx.pipeline.config import PipelineConfig
@@ -59,7 +59,8 @@ def first_run(omniglot_tiny, workdir):
 
 
 def test_every_component_ran_and_recorded_its_artifacts(first_run, workdir):
-    assert set(_states(first_run)) == set(pipeline_lib.COMPONENT_ORDER)
+    assert set(_states(first_run)) == (set(pipeline_lib.COMPONENT_ORDER)
+                                       - set(pipeline_lib.OPTIONAL_COMPONENTS))
     assert all(s == "COMPLETE" for s in _states(first_run).values()), _states(first_run)
     store = metadata_store.MetadataStore(
         local_runner.metadata_config(str(workdir / "metadata.sqlite")))
@@ -133,13 +134,63 @@ def test_trainer_describes_the_network_and_the_summary_says_it_shares_one_backbo
     assert "Both branches use the same" in text and "Diagram skipped" not in text
 
 
-def test_unchanged_inputs_reuse_cached_outputs(first_run, omniglot_tiny, workdir):
-    second = _run(_config(omniglot_tiny, workdir), workdir)
-    states = _states(second)
+TOP_K = 3
+
+
+@pytest.fixture(scope="module")
+def gallery_run(first_run, omniglot_tiny, workdir):
+    """The first run's config plus a gallery: the 8 characters' own images (class depth 2).
+    Everything up to the Trainer is unchanged, so it comes from the cache."""
+    config = dataclasses.replace(_config(omniglot_tiny, workdir), gallery=GalleryConfig(
+        gallery_path=omniglot_tiny, gallery_class_depth=2, gallery_top_k=TOP_K))
+    return _run(config, workdir)
+
+
+def test_unchanged_inputs_reuse_cached_outputs_and_a_gallery_adds_its_builder(
+        first_run, gallery_run, omniglot_tiny):
+    states = _states(gallery_run)
     for component in (pipeline_lib.EXAMPLE_GEN, pipeline_lib.STATISTICS_GEN,
                       pipeline_lib.SCHEMA_GEN, pipeline_lib.TRANSFORM, pipeline_lib.TRAINER):
         assert states[component] == "CACHED", states
-    assert second.run_id != first_run.run_id
+    assert gallery_run.run_id != first_run.run_id
+    assert set(states) == set(pipeline_lib.COMPONENT_ORDER)
+    for component in (pipeline_lib.GALLERY_BUILDER, pipeline_lib.EVALUATOR,
+                      pipeline_lib.INFRA_VALIDATOR, pipeline_lib.PUSHER):
+        assert states[component] == "COMPLETE", states
+    text = gallery_run.format()
+    assert any(line.split()[:2] == [pipeline_lib.GALLERY_BUILDER, "COMPLETE"]
+               for line in text.splitlines()), text
+    assert f"Gallery: 8 identities from 80 exemplars (nearest) of {omniglot_tiny}" in text
+    # InfraValidator sent identify (the warmup's two and its own) through the model server.
+    assert gallery_run.infra_blessed is True and gallery_run.infra_checks == 10
+    assert signatures.IDENTIFY in gallery_run.infra_signatures
+    assert "identify" in text.split("Infra validation: passed")[1].splitlines()[0]
+
+
+def test_the_pushed_gallery_model_identifies_its_own_exemplars(gallery_run, omniglot_tiny,
+                                                               workdir):
+    from siamese_tfx.components.trainer import gallery
+    from siamese_tfx.serving.warmup import read_warmup_requests
+
+    pushed = gallery_run.pushed_path
+    assert pushed and os.path.dirname(pushed) == str(workdir / "serving" / "omniglot")
+    loaded = tf.saved_model.load(pushed)
+    assert set(loaded.signatures) == {signatures.SERVING_DEFAULT, signatures.COMPARE,
+                                      signatures.EMBED, signatures.IDENTIFY}
+    entries = gallery.read_gallery(omniglot_tiny, class_depth=2)
+    images = [gallery.read_image(e.path) for e in entries]
+    out = loaded.signatures[signatures.IDENTIFY](image=tf.constant(images))
+    labels = out[signatures.LABELS].numpy().astype(str)
+    assert labels.shape == (80, TOP_K)
+    assert list(labels[:, 0]) == [e.label for e in entries]
+    assert len(set(labels[:, 0])) == 8
+    record = gallery.read_gallery_record(pushed)
+    assert record["gallery_fingerprint"] == gallery.fingerprint(entries, images)
+    assert (record["identities"], record["exemplars"], record["top_k"]) == (8, 80, TOP_K)
+    warmup = read_warmup_requests(os.path.join(pushed, signatures.WARMUP_DIR,
+                                               signatures.WARMUP_FILE))
+    assert signatures.IDENTIFY in {log.predict_log.request.model_spec.signature_name
+                                   for log in warmup}
 
 
 def test_unreachable_thresholds_bless_nothing_and_push_nothing(first_run, omniglot_tiny,

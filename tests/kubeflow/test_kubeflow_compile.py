@@ -9,7 +9,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from kubeflow_fixtures import COMPILE_ARGS, IMAGE, SHARED
 
-from siamese_tfx.components.contract.config import DataConfig
+from siamese_tfx.components.contract.config import DataConfig, GalleryConfig
 from siamese_tfx.kubeflow import runner
 from siamese_tfx.kubeflow.config import KubeflowConfig
 from siamese_tfx.pipeline import pipeline as p
@@ -63,7 +63,9 @@ def test_every_component_is_present_with_its_dependencies(spec, tfx_pipeline):
     upstream = {n.id: {u.id for u in n.upstream_nodes} for n in tfx_pipeline.components}
     tasks = {name: set(task.dependent_tasks) for name, task in spec.root.dag.tasks.items()}
     node_of = {task: _node_of(task, upstream) for task in tasks}
-    assert set(node_of.values()) == set(upstream) == set(p.COMPONENT_ORDER)
+    # Without --gallery: every component but the optional GalleryBuilder.
+    assert set(node_of.values()) == set(upstream) == (set(p.COMPONENT_ORDER)
+                                                      - set(p.OPTIONAL_COMPONENTS))
     compiled = {n: {node_of[d] for t in tasks if node_of[t] == n for d in tasks[t]} - {n}
                 for n in upstream}
     assert compiled == upstream
@@ -250,3 +252,32 @@ def test_pusher_needs_both_blessings_and_infra_validation_gets_its_settings(spec
     infra = json.loads(params["infra_config"].runtime_value.constant.string_value)
     assert infra["infra_tolerance"] == 1e-5
     assert params["model_name"].runtime_value.constant.string_value == "siamese"
+
+
+def test_with_a_gallery_the_gallery_model_is_evaluated_validated_and_pushed():
+    """--gallery adds GalleryBuilder after the Trainer; Evaluator, InfraValidator and Pusher
+    take its model, and it gets the gallery settings and the component resources."""
+    from siamese_tfx.kubeflow import cli
+    from siamese_tfx.pipeline.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["kubeflow", "compile"] + COMPILE_ARGS + ["--gallery", "/mnt/pvc/gallery",
+                                                  "--gallery-top-k", "3"])
+    spec = runner.compile_spec(cli.config_from_args(args), cli.kubeflow_config_from_args(args))
+    tasks = spec["root"]["dag"]["tasks"]
+    builder = tasks[p.GALLERY_BUILDER]["inputs"]
+    assert builder["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == p.TRAINER
+    gallery = json.loads(builder["parameters"]["gallery_config"]["runtimeValue"]["constant"])
+    assert (gallery["gallery_path"], gallery["gallery_top_k"]) == ("/mnt/pvc/gallery", 3)
+    for node in (p.EVALUATOR, p.INFRA_VALIDATOR, p.PUSHER):
+        model = tasks[node]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+        assert (model["producerTask"], model["outputArtifactKey"]) == (
+            p.GALLERY_BUILDER, "gallery_model"), node
+    proto = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+    assert _container(proto, p.GALLERY_BUILDER)["resources"]["cpuLimit"] == 3
+    for gallery in ("gallery", f"{SHARED}/gallery"):  # relative, or object storage
+        config = PipelineConfig(pipeline_root=f"{SHARED}/r", serving_dir=f"{SHARED}/s",
+                                data=DataConfig(image_root=f"{SHARED}/images"),
+                                gallery=GalleryConfig(gallery_path=gallery))
+        with pytest.raises(ValueError, match=f"gallery_path '{gallery}' must be an absolute"):
+            runner.check_locations(config)

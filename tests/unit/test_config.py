@@ -114,3 +114,49 @@ def test_serving_limits_reach_the_trainer_and_the_evaluator():
     assert make_eval_config(config).model_specs[0].inference_batch_size == 64
     with pytest.raises(ValueError, match="serving_max_batch_size must be >= 1"):
         ServingLimitsConfig(serving_max_batch_size=0)
+
+
+def test_gallery_options_add_the_gallery_builder_before_evaluation(tmp_path):
+    """--gallery and its settings fill GalleryConfig; with a gallery, GalleryBuilder takes the
+    Trainer's model and the Evaluator, InfraValidator and Pusher take GalleryBuilder's."""
+    from siamese_tfx.components.contract import errors
+    from siamese_tfx.components.contract.config import GalleryConfig
+    from siamese_tfx.components.gallery_builder.component import gallery_stamp
+    from siamese_tfx.pipeline import pipeline as p
+
+    gallery = tmp_path / "gallery"
+    (gallery / "alice").mkdir(parents=True)
+    (gallery / "alice" / "0.png").write_bytes(b"png")
+    args = _parser().parse_args(["--gallery", str(gallery), "--gallery-class-depth", "2",
+                                 "--gallery-aggregate", "mean", "--gallery-top-k", "3"])
+    base = PipelineConfig(pipeline_root=str(tmp_path / "r"), serving_dir=str(tmp_path / "s"),
+                          data=DataConfig(image_root=str(tmp_path)))
+    config = commands.config_from_args(args, base)
+    assert config.gallery == GalleryConfig(str(gallery), 2, "mean", 3) and config.gallery.enabled
+    assert PipelineConfig.from_dict(json.loads(config.to_json())) == config
+    assert not base.gallery.enabled
+    producers = {}
+    for cfg in (base, config):
+        nodes = {n.id: n for n in p.create_pipeline(cfg).components}
+        assert tuple(sorted(nodes)) == tuple(sorted(p.component_ids(cfg)))
+        producers[cfg.gallery.enabled] = {n: nodes[n].inputs["model"].producer_component_id
+                                          for n in (p.EVALUATOR, p.INFRA_VALIDATOR, p.PUSHER)}
+    assert p.GALLERY_BUILDER in p.component_ids(config)
+    assert p.GALLERY_BUILDER not in p.component_ids(base)
+    assert set(producers[False].values()) == {p.TRAINER}
+    assert set(producers[True].values()) == {p.GALLERY_BUILDER}
+    # The cache key changes with the gallery's files.
+    stamp = gallery_stamp(str(gallery))
+    (gallery / "alice" / "1.png").write_bytes(b"png")
+    assert stamp and gallery_stamp(str(gallery)) != stamp
+
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--gallery-aggregate", "max"])
+    with pytest.raises(ValueError, match="gallery_top_k must be >= 1"):
+        GalleryConfig(gallery_top_k=0)
+    with pytest.raises(ValueError, match="gallery_path needs the euclidean head"):
+        commands.config_from_args(_parser().parse_args(
+            ["--gallery", "/g", "--head", "l1_sigmoid", "--loss", "binary_crossentropy"]))
+    with pytest.raises(errors.UsageError, match="--gallery '/no/such/gallery'"):
+        commands._check_inputs(dataclasses.replace(
+            base, gallery=GalleryConfig(gallery_path="/no/such/gallery")))

@@ -59,6 +59,9 @@ WRONG_WAY = [
     # warmup) depend on the Trainer indirectly: both contracts see it.
     ("serving/warmup.py", "import siamese_tfx.components.trainer.export",
      {SERVING_ON_CONTRACT, COMPONENTS_APART}),
+    # GalleryBuilder stands on the trainer's gallery code, never the other way round.
+    ("components/trainer/gallery.py", "import siamese_tfx.components.gallery_builder.executor",
+     {COMPONENTS_APART}),
     ("pipeline/pipeline.py", "import siamese_tfx.kubeflow.config", {PIPELINE_NOT_KUBEFLOW}),
     ("kubeflow/runner.py", "import siamese_tfx.pipeline.cli", {NO_CLI}),
 ]

@@ -1,0 +1,1 @@
+"""GalleryBuilder: the trained model plus a gallery of enrolled identities and `identify`."""
