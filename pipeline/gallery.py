@@ -73,6 +73,40 @@ def _build_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_gallery(model: str, output: str) -> dict[str, Any]:
+    """Writes the gallery a gallery model stores to `output` (.npz): `embeddings` [vectors, D]
+    (float32, the rows identify searches), `identity` [vectors] (each row's index into
+    `labels`), `labels` [identities], `identify_threshold` — what an approximate index outside
+    the SavedModel (hnswlib, FAISS, ScaNN) is built from once the gallery outgrows the exact
+    search. Returns what was written. A model without a gallery is a UsageError."""
+    import tensorflow as tf
+
+    saved_model = resolve_saved_model(model)
+    loaded = tf.saved_model.load(saved_model)
+    if getattr(loaded, signatures.GALLERY_EMBEDDINGS_ATTR, None) is None:
+        raise errors.UsageError(f"--model {saved_model}: holds no gallery (build one with "
+                                "`siamese-tfx gallery build`)")
+    arrays = {
+        "embeddings": getattr(loaded, signatures.GALLERY_EMBEDDINGS_ATTR).numpy(),
+        "identity": getattr(loaded, signatures.GALLERY_IDENTITIES_ATTR).numpy(),
+        "labels": getattr(loaded, signatures.GALLERY_LABELS_ATTR).numpy().astype(str),
+        "identify_threshold": np.float32(
+            getattr(loaded, signatures.IDENTIFY_THRESHOLD_ATTR).numpy()),
+    }
+    with open(output, "wb") as f:  # np.savez would append .npz to a name without it
+        np.savez(f, **arrays)
+    return {"model": saved_model, "output": output, "vectors": int(len(arrays["embeddings"])),
+            "dimensions": int(arrays["embeddings"].shape[1]),
+            "identities": int(len(arrays["labels"]))}
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    written = export_gallery(args.model, args.output)
+    print(f"Wrote {written['output']}: {written['vectors']} vectors of {written['dimensions']} "
+          f"dimensions, {written['identities']} identities, from {written['model']}")
+    return 0
+
+
 def _evaluate_command(args: argparse.Namespace) -> int:
     try:
         metrics = evaluate_identification(args.model, args.gallery, args.queries,
@@ -126,6 +160,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "calibrated match threshold; e.g. evaluate-identification's "
                        "threshold_at_far_0.01 for a 1%% false-alarm rate).")
     build.set_defaults(func=_build_command)
+
+    export = actions.add_parser(
+        "export", help="Write a gallery model's embeddings and labels to .npz (for an "
+        "approximate index).",
+        description="Writes the gallery a gallery model stores (embeddings, each row's identity, "
+        "labels, identify's threshold) to an .npz file, from which an approximate nearest-"
+        "neighbour index (hnswlib, FAISS, ScaNN) is built when the gallery outgrows the exact "
+        "search in the graph (the README's scale table).")
+    export.add_argument("--model", required=True,
+                        help="A gallery model (serving/<name>/<version>, or serving/<name> for "
+                        "its newest version).")
+    export.add_argument("--output", required=True, help="The .npz file to write.")
+    export.set_defaults(func=_export_command)
 
     evaluate = subparsers.add_parser(
         "evaluate-identification", help="Identification metrics of a model with a gallery on "

@@ -155,6 +155,36 @@ def test_the_gallery_version_records_its_gallery(built, gallery_dir):
                                    for log in read_warmup_requests(warmup)}
 
 
+def test_gallery_export_writes_the_rows_identify_searches(built, model_base, tmp_path, capfd):
+    """What an approximate index is built from: version 2's stored rows, each exemplar's
+    embedding as `embed` gives it, labelled as identify labels them."""
+    from siamese_tfx.components.trainer import gallery
+    from siamese_tfx.pipeline.cli import main
+
+    output = tmp_path / "gallery"  # no .npz suffix: written where it was asked
+    assert main(["gallery", "export", "--model", os.path.join(model_base, NAME),
+                 "--output", str(output)]) == 0
+    assert "6 vectors of 8 dimensions, 3 identities" in capfd.readouterr().out
+    with np.load(str(output)) as exported:
+        embeddings, identity = exported["embeddings"], exported["identity"]
+        labels = list(exported["labels"])
+        threshold = float(exported["identify_threshold"])
+    record = gallery.read_gallery_record(built)
+    assert labels == sorted(IDENTITIES) and threshold == pytest.approx(
+        record["identify_threshold"])
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(built)
+    entries = gallery.read_gallery(record["gallery_source"])
+    expected = gallery.embed(loaded, [gallery.read_image(e.path) for e in entries])
+    np.testing.assert_allclose(embeddings, expected, atol=1e-5)
+    assert [labels[i] for i in identity] == [e.label for e in entries]
+    # A model without a gallery is refused, naming it.
+    assert main(["gallery", "export", "--model", fx.version_dir(model_base, NAME, 1),
+                 "--output", str(tmp_path / "none.npz")]) == 2
+    assert "holds no gallery" in capfd.readouterr().err
+
+
 def test_the_identify_graph_itself_refuses_bombs_and_batches_above_the_cap(
         built, gallery_images):
     """As tensorflow/serving runs the SavedModel: no server-side check in between."""
