@@ -83,6 +83,40 @@ def prepare_omniglot(work: str, held_out_per_alphabet: int, seed: int) -> tuple[
     return train_root, test_root
 
 
+def zip_alphabets(zip_path: str) -> set[str]:
+    """The alphabets an Omniglot background zip holds (<set>/<alphabet>/<character>/<image>)."""
+    with zipfile.ZipFile(zip_path) as archive:
+        return {parts[1] for parts in (n.split("/") for n in archive.namelist())
+                if len(parts) == 4 and parts[3].lower().endswith(".png")}
+
+
+def prepare_omniglot_cross_alphabet(work: str, train_sets: list[str]) -> tuple[str, str]:
+    """(train root, test root) for the test closest to Lake et al.'s with the data here: every
+    character of the `train_sets` ("small1", "small2") for the pipeline; the test set is every
+    character of the alphabets that only the other set holds (for small1: Japanese (katakana),
+    Sanskrit and Tagalog), alphabets no training image comes from."""
+    from siamese_tfx.pipeline.datasets import extract_omniglot
+
+    zips = dict(zip(("small1", "small2"), OMNIGLOT_ZIPS))
+    unknown = sorted(set(train_sets) - set(zips))
+    if unknown or not train_sets:
+        raise SystemExit(f"--train-sets {train_sets}: expected some of {sorted(zips)}")
+    trained = set().union(*(zip_alphabets(zips[name]) for name in train_sets))
+    others = set().union(*(zip_alphabets(path) for name, path in zips.items()
+                           if name not in train_sets))
+    new = sorted(others - trained)
+    if not new:
+        raise SystemExit(f"--train-sets {train_sets}: no alphabet is left to test on")
+    train_root, test_root = os.path.join(work, "train"), os.path.join(work, "test")
+    for root in (train_root, test_root):
+        shutil.rmtree(root, ignore_errors=True)
+    extract_omniglot([zips[name] for name in train_sets], train_root)
+    extract_omniglot(list(zips.values()), test_root, alphabets=new)
+    print(f"Omniglot: every character of {', '.join(sorted(trained))} for the pipeline; "
+          f"test alphabets never trained on: {', '.join(new)}", flush=True)
+    return train_root, test_root
+
+
 def prepare_orl(work: str, train_subjects: int) -> tuple[str, str]:
     """(train root, test root): subjects s1..s<train_subjects> and the rest, as class folders."""
     train_root, test_root = os.path.join(work, "train"), os.path.join(work, "test")
@@ -142,6 +176,35 @@ def member_all_pairs_eers(model_path: str, root: str, members: int) -> list[floa
         distances = np.linalg.norm(part[:, None] - part[None], axis=-1)[upper]
         eers.append(round(float(calibration.equal_error_rate(distances, labels)[0]), 4))
     return eers
+
+
+def orl_open_set(model_path: str, test_root: str, work: str, exemplars: int = 5
+                 ) -> list[dict[str, Any]]:
+    """Open-set identification on the held-out subjects, both ways round: the first half of
+    them enrolled (their first `exemplars` images, sorted by name, as the gallery), queries
+    their other images (mated) and every image of the other half (strangers, never enrolled);
+    then the halves swapped. The figures of `siamese-tfx evaluate-identification` (the model's
+    calibrated threshold), through the gallery model's own `identify`."""
+    from siamese_tfx.pipeline.gallery import evaluate_identification
+
+    subjects = sorted(os.listdir(test_root), key=lambda s: int(s.lstrip("s")))
+    halves = [subjects[:len(subjects) // 2], subjects[len(subjects) // 2:]]
+    results = []
+    for enrolled, strangers in (halves, halves[::-1]):
+        fold = os.path.join(work, "open_set_" + "-".join(enrolled))
+        shutil.rmtree(fold, ignore_errors=True)
+        for subject in enrolled + strangers:
+            images = sorted(os.listdir(os.path.join(test_root, subject)))
+            kept = images[:exemplars] if subject in enrolled else []
+            for name in images:
+                target = os.path.join(fold, "gallery" if name in kept else "queries", subject)
+                os.makedirs(target, exist_ok=True)
+                shutil.copy(os.path.join(test_root, subject, name), target)
+        metrics = evaluate_identification(model_path, os.path.join(fold, "gallery"),
+                                          os.path.join(fold, "queries"))
+        metrics.update(enrolled=enrolled, strangers=strangers)
+        results.append(metrics)
+    return results
 
 
 def _embed_all(model_path: str, paths: list[str]) -> Any:
@@ -230,7 +293,7 @@ def train_pipeline(work: str, image_root: str, class_depth: int, args: argparse.
     if not models:
         raise RuntimeError(f"the pipeline exported no model; see {work}/tfx.log")
     training = json.load(open(runs[0])) if runs else {}
-    return {"model": summary.pushed_path or os.path.dirname(models[0]),
+    return {"model": summary.pushed_path or os.path.dirname(models[0]), "work_dir": work,
             "pipeline_seconds": round(seconds, 1),
             "component_seconds": {c.component: round(c.seconds, 1) for c in summary.components},
             "evaluator_metrics": summary.metrics, "trainer": training,
@@ -241,11 +304,17 @@ def train_pipeline(work: str, image_root: str, class_depth: int, args: argparse.
 def bench_omniglot(args: argparse.Namespace) -> dict[str, Any]:
     from siamese_tfx.pipeline import quality
 
-    work = os.path.join(os.path.abspath(args.work_dir), "omniglot")
+    cross_alphabet = sorted(args.train_sets) != ["small1", "small2"]
+    work = os.path.join(os.path.abspath(args.work_dir),
+                        "omniglot" + ("_" + "_".join(args.train_sets) if cross_alphabet else ""))
     os.makedirs(work, exist_ok=True)
-    train_root, test_root = prepare_omniglot(work, 20, args.seed)
-    result = train_pipeline(work, train_root, 2, args, args.size, args.size,
-                            args.train_pairs, args.eval_pairs)
+    if cross_alphabet:
+        train_root, test_root = prepare_omniglot_cross_alphabet(work, args.train_sets)
+    else:
+        train_root, test_root = prepare_omniglot(work, 20, args.seed)
+    result = {"train_sets": args.train_sets, "test_alphabets": sorted(os.listdir(test_root))}
+    result.update(train_pipeline(work, train_root, 2, args, args.size, args.size,
+                                 args.train_pairs, args.eval_pairs))
     started = time.time()
     lefts, rights, labels = quality.load_pairs(test_root, class_depth=2,
                                                num_pairs=args.test_pairs, seed=args.seed + 1)
@@ -297,6 +366,7 @@ def bench_orl(args: argparse.Namespace) -> dict[str, Any]:
     if args.ensemble_members > 1:
         result["test_all_pairs_member_eers"] = member_all_pairs_eers(
             result["model"], test_root, args.ensemble_members)
+    result["open_set_identification"] = orl_open_set(result["model"], test_root, work)
     result["measure_seconds"] = round(time.time() - started, 1)
     return result
 
@@ -317,6 +387,9 @@ def _report(name: str, result: dict[str, Any]) -> None:
           f"{result['config']['model']['standardize_images']}, ensemble members "
           f"{result['config']['model']['ensemble_members']} (class fraction "
           f"{result['config']['model']['ensemble_class_fraction']})")
+    if "test_alphabets" in result:
+        print(f"trained on {', '.join(result['train_sets'])}; test alphabets: "
+              f"{', '.join(result['test_alphabets'])}")
     print(f"pipeline wall time {result['pipeline_seconds']:.0f}s (Trainer "
           f"{result['component_seconds'].get('Trainer', 0):.0f}s); measuring "
           f"{result['measure_seconds']:.0f}s")
@@ -331,6 +404,14 @@ def _report(name: str, result: dict[str, Any]) -> None:
         a = result["test_verification_all_pairs"]
         print(f"every pair of held-out images ({a['pairs']}, {a['positive_pairs']} same): "
               f"EER {a['eer']:.4f}, AUC {a['auc']:.4f}")
+    for o in result.get("open_set_identification", []):
+        print(f"open-set identification, {o['identities']} enrolled ({', '.join(o['enrolled'])};"
+              f" {o['exemplars']} exemplars), {o['mated_queries']} mated queries, "
+              f"{o['stranger_queries']} of strangers ({', '.join(o['strangers'])}): top-1 "
+              f"{o['top1_accuracy']:.4f}, top-5 {o['top5_accuracy']:.4f}, mAP@R "
+              f"{o['map_at_r']:.4f}, DIR at the threshold {o['dir_at_threshold']:.4f} with "
+              f"strangers called known {o['false_alarm_rate_at_threshold']:.4f}; DIR at FAR 1% "
+              f"{o['dir_at_far_0.01']:.4f}, at 10% {o['dir_at_far_0.1']:.4f}")
     for index, member in enumerate(t.get("members", [])):
         print(f"  ensemble member {index} (seed {member['seed']}): eval-split AUC "
               f"{member['eval_auc']:.4f}, EER {member['eval_eer']:.4f}"
@@ -438,6 +519,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--more-oneshot-runs", type=int, default=100,
                         help="Also measure one-shot on this many other runs (drawn with seed "
                         "+7) of the same characters; 0: none.")
+    parser.add_argument("--train-sets", nargs="+", default=["small1", "small2"],
+                        choices=("small1", "small2"),
+                        help="Omniglot background sets the pipeline trains on. Both (the "
+                        "default): 20 characters of each large alphabet are held out as the "
+                        "test set. One: the test set is the alphabets only the other set holds "
+                        "(cross-alphabet, as Lake et al.'s evaluation alphabets), and the work "
+                        "folder is omniglot_<sets>.")
     parser.add_argument("--no-cache", action="store_true", help="Re-run every component.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -447,13 +535,12 @@ def main(argv: list[str] | None = None) -> int:
             started = time.time()
             results[name] = bench(with_defaults(args, name))
             results[name]["total_seconds"] = round(time.time() - started, 1)
-            with open(os.path.join(os.path.abspath(args.work_dir), name, "results.json"),
-                      "w") as f:
+            with open(os.path.join(results[name]["work_dir"], "results.json"), "w") as f:
                 json.dump(results[name], f, indent=1, default=str)
     for name, result in results.items():
         _report(name, result)
         print(f"total {result['total_seconds']:.0f}s; details in "
-              f"{os.path.join(args.work_dir, name, 'results.json')}")
+              f"{os.path.join(result['work_dir'], 'results.json')}")
     return 0
 
 
