@@ -220,9 +220,13 @@ def test_model_that_cannot_answer_through_the_serving_stack_is_not_pushed(
 
     monkeypatch.setattr(export, "make_serving_signatures", without_pair_signature)
     before = sorted(os.listdir(workdir / "serving" / "omniglot"))
-    config = dataclasses.replace(_config(omniglot_tiny, workdir), enable_cache=False)
+    # A Trainer setting of its own, so the Trainer runs again (with the patched export) while
+    # everything before it comes from the cache.
+    base = _config(omniglot_tiny, workdir)
+    config = dataclasses.replace(base, train=dataclasses.replace(base.train, train_steps=3))
     broken = _run(config, workdir)
     states = _states(broken)
+    assert states[pipeline_lib.TRANSFORM] == "CACHED", states
     assert states[pipeline_lib.TRAINER] == "COMPLETE"
     assert states[pipeline_lib.INFRA_VALIDATOR] == "COMPLETE"
     assert broken.blessed is True  # the Evaluator passed it
@@ -236,23 +240,29 @@ def test_model_that_cannot_answer_through_the_serving_stack_is_not_pushed(
     assert first_run.infra_blessed is True and first_run.infra_checks == 7
 
 
-def test_ensemble_trains_each_member_and_serves_their_joint_embedding(omniglot_tiny,
-                                                                      tmp_path, monkeypatch,
+def test_ensemble_trains_each_member_and_serves_their_joint_embedding(first_run, omniglot_tiny,
+                                                                      workdir, monkeypatch,
                                                                       path_without_dot):
     """ensemble_members=2 through the whole pipeline: two members trained with their own seeds,
     directories and bags of training classes (triplet class batches), calibrated, blessed,
-    infra-validated and pushed as ONE model whose embedding joins theirs. On a machine without
-    Graphviz (PATH without `dot`): the run succeeds and says the diagram was skipped."""
+    infra-validated and pushed as ONE model whose embedding joins theirs. The data are the
+    first run's, in its pipeline root: everything before the Trainer comes from the cache.
+    On a machine without Graphviz (PATH without `dot`): the run succeeds and says the diagram
+    was skipped."""
     from siamese_tfx.components.trainer import describe
 
     monkeypatch.setenv("PATH", path_without_dot)
-    base = _config(omniglot_tiny, tmp_path)
+    base = _config(omniglot_tiny, workdir)
     config = dataclasses.replace(
         base, model=dataclasses.replace(base.model, ensemble_members=2, loss="triplet",
                                         ensemble_class_fraction=0.67),
         train=dataclasses.replace(base.train, curve_every=2, classes_per_batch=2))
-    summary = _run(config, tmp_path)
-    assert all(s == "COMPLETE" for s in _states(summary).values()), _states(summary)
+    summary = _run(config, workdir)
+    states = _states(summary)
+    assert states[pipeline_lib.TRANSFORM] == "CACHED", states
+    assert all(states[c] == "COMPLETE" for c in (pipeline_lib.TRAINER, pipeline_lib.EVALUATOR,
+                                                 pipeline_lib.INFRA_VALIDATOR,
+                                                 pipeline_lib.PUSHER)), states
     assert summary.blessed is True and summary.infra_blessed is True and summary.pushed_path
     metrics_path = _trainer_file(summary, "training_metrics.json")
     metrics = json.load(open(metrics_path))
