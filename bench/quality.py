@@ -16,8 +16,19 @@ alphabet (one drawer's image as exemplar, another's as query).
 
 ORL faces: the pipeline trains on subjects s1-s24 (2 of them held out for calibration by
 default);
-reported: EER (and accuracy, AUC) on balanced pairs of subjects s25-s30, and the EER over every
-pair of their images.
+reported: EER (and accuracy, AUC) on balanced pairs of subjects s25-s30, the EER over every
+pair of their images, and open-set identification among them. The recipe was chosen on
+s25-s30, so that figure measures the choice as well as the model.
+
+ORL cross-validation by subject (--folds K): s1-s30 shuffled with --seed into K folds (5: six
+subjects each); for each fold the pipeline trains on the other subjects (calibration subjects
+drawn from those, by --eval-class-fraction as above) and the fold's subjects are its test set,
+measured as the single split's s25-s30. Each fold runs in its own work folder
+(<work-dir>/orl_fold<i>); every fold's figures, their mean and sample standard deviation go to
+<work-dir>/orl_folds/results.json. Protocol: the folds named by --validation-folds (0 and 1 by
+default) are VALIDATION folds, the only ones a recipe is chosen on (--only-folds 0 1 runs just
+them); the others are TEST folds, whose mean is the figure to report, measured once with the
+chosen recipe and never used to compare recipes.
 
 Unset options take the dataset's recipe (DEFAULTS below, shown by --help). Everything is
 written under --work-dir (default runs/bench_quality/); the figures are printed
@@ -47,6 +58,8 @@ SHARED_DATA = os.environ.get("SIAMESE_TFX_SHARED_DATA",
 OMNIGLOT_ZIPS = [os.path.join(SHARED_DATA, "omniglot", f"images_background_small{i}.zip")
                  for i in (1, 2)]
 ORL_ZIP = os.path.join(SHARED_DATA, "orl_faces", "orl_faces_s1-s30.zip")
+# ORL cross-validation: the folds recipes are compared on (the others are the test folds).
+DEFAULT_VALIDATION_FOLDS = [0, 1]
 
 
 def _copy_classes(source_root: str, classes: list[str], target_root: str) -> str:
@@ -117,24 +130,50 @@ def prepare_omniglot_cross_alphabet(work: str, train_sets: list[str]) -> tuple[s
     return train_root, test_root
 
 
-def prepare_orl(work: str, train_subjects: int) -> tuple[str, str]:
-    """(train root, test root): subjects s1..s<train_subjects> and the rest, as class folders."""
+def _subject_number(subject: str) -> int:
+    """ORL's subject folders are s1..s40: their number, to sort by."""
+    return int(subject.lstrip("s"))
+
+
+def orl_subjects() -> list[str]:
+    """The subjects (s1, s2, ...) of the ORL zip, in number order."""
+    with zipfile.ZipFile(ORL_ZIP) as archive:
+        subjects = {parts[-2] for parts in (n.split("/") for n in archive.namelist())
+                    if len(parts) >= 2 and parts[-1].endswith(".pgm")}
+    return sorted(subjects, key=_subject_number)
+
+
+def orl_folds(subjects: list[str], folds: int, seed: int) -> list[list[str]]:
+    """`subjects` shuffled with `seed` and dealt into `folds` folds (as even as their count
+    allows: 30 into 5 folds of 6), each sorted by number."""
+    if not 2 <= folds <= len(subjects):
+        raise SystemExit(f"--folds {folds}: expected 2 to {len(subjects)} (one per subject)")
+    shuffled = list(subjects)
+    random.Random(seed).shuffle(shuffled)
+    return [sorted(shuffled[i::folds], key=_subject_number) for i in range(folds)]
+
+
+def prepare_orl(work: str, test_subjects: list[str]) -> tuple[str, str]:
+    """(train root, test root) under `work`, as class folders: every subject but
+    `test_subjects`, and those. Both are rewritten on every call (fresh file times, so the
+    pipeline never reuses a cached split of other subjects: PairExampleGen fingerprints file
+    sizes and times, not names)."""
     train_root, test_root = os.path.join(work, "train"), os.path.join(work, "test")
     for root in (train_root, test_root):
         shutil.rmtree(root, ignore_errors=True)
+    held = set(test_subjects)
     with zipfile.ZipFile(ORL_ZIP) as archive:
         for name in archive.namelist():
             parts = name.split("/")
             if len(parts) < 2 or not parts[-1].endswith(".pgm"):
                 continue
             subject = parts[-2]
-            number = int(subject.lstrip("s"))
-            folder = os.path.join(train_root if number <= train_subjects else test_root, subject)
+            folder = os.path.join(test_root if subject in held else train_root, subject)
             os.makedirs(folder, exist_ok=True)
             with open(os.path.join(folder, parts[-1]), "wb") as f:
                 f.write(archive.read(name))
-    print(f"ORL: subjects s1-s{train_subjects} for the pipeline, the others held out",
-          flush=True)
+    print(f"ORL: {len(os.listdir(train_root))} subjects for the pipeline, held out as the test set: "
+          f"{' '.join(sorted(held, key=_subject_number))}", flush=True)
     return train_root, test_root
 
 
@@ -187,7 +226,7 @@ def orl_open_set(model_path: str, test_root: str, work: str, exemplars: int = 5
     calibrated threshold), through the gallery model's own `identify`."""
     from siamese_tfx.pipeline.gallery import evaluate_identification
 
-    subjects = sorted(os.listdir(test_root), key=lambda s: int(s.lstrip("s")))
+    subjects = sorted(os.listdir(test_root), key=_subject_number)
     halves = [subjects[:len(subjects) // 2], subjects[len(subjects) // 2:]]
     results = []
     for enrolled, strangers in (halves, halves[::-1]):
@@ -343,15 +382,18 @@ def bench_omniglot(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def bench_orl(args: argparse.Namespace) -> dict[str, Any]:
+def orl_split(work: str, test_subjects: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Trains the pipeline in `work` on every ORL subject but `test_subjects` and measures the
+    model on those: balanced pairs, every pair of their images (the acceptance figure), each
+    ensemble member alone, open-set identification."""
     from siamese_tfx.pipeline import quality
 
-    work = os.path.join(os.path.abspath(args.work_dir), "orl")
     os.makedirs(work, exist_ok=True)
-    train_root, test_root = prepare_orl(work, 24)
+    train_root, test_root = prepare_orl(work, test_subjects)
     height = args.size * 112 // 92 // 4 * 4  # ORL is 92x112 (w x h): keep the aspect.
-    result = train_pipeline(work, train_root, 1, args, height, args.size,
-                            min(args.train_pairs, 1500), min(args.eval_pairs, 500))
+    result = {"test_subjects": test_subjects}
+    result.update(train_pipeline(work, train_root, 1, args, height, args.size,
+                                 min(args.train_pairs, 1500), min(args.eval_pairs, 500)))
     started = time.time()
     lefts, rights, labels = quality.load_pairs(test_root, class_depth=1,
                                                num_pairs=min(args.test_pairs, 540),
@@ -371,22 +413,121 @@ def bench_orl(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def bench_orl(args: argparse.Namespace) -> dict[str, Any]:
+    """The single split (s25-s30 the test set), or with --folds the cross-validation."""
+    if args.folds:
+        return bench_orl_folds(args)
+    test_subjects = [s for s in orl_subjects() if _subject_number(s) > 24]
+    return orl_split(os.path.join(os.path.abspath(args.work_dir), "orl"), test_subjects, args)
+
+
+def fold_figures(result: dict[str, Any]) -> dict[str, float]:
+    """The headline figures of one fold (an orl_split result), the ones averaged over folds."""
+    every, balanced = result["test_verification_all_pairs"], result["test_verification"]
+    open_set = result["open_set_identification"]
+    return {"eer_all_pairs": every["eer"], "auc_all_pairs": every["auc"],
+            "eer_balanced": balanced["eer"], "accuracy_balanced": balanced["accuracy"],
+            # Both ways round (each half of the fold enrolled once): their mean.
+            "open_set_top1": float(sum(o["top1_accuracy"] for o in open_set) / len(open_set)),
+            "open_set_dir_at_far_0.01": float(
+                sum(o["dir_at_far_0.01"] for o in open_set) / len(open_set))}
+
+
+def mean_and_std(folds: list[dict[str, float]]) -> dict[str, Any]:
+    """Per figure, the mean and the sample standard deviation (n - 1; None for one fold) over
+    the folds' fold_figures."""
+    import numpy as np
+
+    summary: dict[str, Any] = {}
+    for key in folds[0]:
+        values = np.array([f[key] for f in folds])
+        summary[key] = {"mean": round(float(values.mean()), 4),
+                        "std": round(float(values.std(ddof=1)), 4) if len(values) > 1 else None}
+    return summary
+
+
+def fold_plan(args: argparse.Namespace) -> tuple[list[int], list[int]]:
+    """(validation folds, folds to run) of --folds, --validation-folds and --only-folds; a
+    fold option without --folds, a fold out of range, or no test fold left is a SystemExit
+    naming the option."""
+    if not args.folds:
+        for option, value in (("--validation-folds", args.validation_folds),
+                              ("--only-folds", args.only_folds)):
+            if value is not None:
+                raise SystemExit(f"{option}: only with --folds (ORL cross-validation)")
+        return [], []
+    validation = sorted(set(args.validation_folds if args.validation_folds is not None
+                            else DEFAULT_VALIDATION_FOLDS))
+    run = (sorted(set(args.only_folds)) if args.only_folds is not None
+           else list(range(args.folds)))
+    for option, named in (("--validation-folds", validation), ("--only-folds", run)):
+        if not named or not set(named) <= set(range(args.folds)):
+            raise SystemExit(f"{option} {' '.join(map(str, named))}: expected folds among "
+                             f"0-{args.folds - 1} (--folds {args.folds})")
+    if len(validation) == args.folds:
+        raise SystemExit(f"--validation-folds {' '.join(map(str, validation))}: leaves no test "
+                         f"fold of --folds {args.folds}; name fewer")
+    return validation, run
+
+
+def bench_orl_folds(args: argparse.Namespace) -> dict[str, Any]:
+    """K-fold cross-validation by subject: orl_split once per fold run, in <work-dir>/
+    orl_fold<i>, with the fold's subjects as the test set; the summary in <work-dir>/orl_folds.
+    Each fold's result is also saved in its own folder as soon as it is measured."""
+    folds = orl_folds(orl_subjects(), args.folds, args.seed)
+    validation, run = fold_plan(args)
+    base = os.path.abspath(args.work_dir)
+    results = []
+    for index in run:
+        role = "validation" if index in validation else "test"
+        print(f"\n== ORL fold {index} of {len(folds)} ({role}): test subjects "
+              f"{' '.join(folds[index])}", flush=True)
+        started = time.time()
+        result = orl_split(os.path.join(base, f"orl_fold{index}"), folds[index], args)
+        result.update(fold=index, role=role, figures=fold_figures(result),
+                      fold_seconds=round(time.time() - started, 1))
+        with open(os.path.join(result["work_dir"], "results.json"), "w") as f:
+            json.dump(result, f, indent=1, default=str)
+        results.append(result)
+    summary = {}
+    for role, members in (("validation", [r for r in results if r["role"] == "validation"]),
+                          ("test", [r for r in results if r["role"] == "test"]),
+                          ("all", results)):
+        if members:
+            summary[role] = {"folds": [r["fold"] for r in members],
+                             **mean_and_std([r["figures"] for r in members])}
+    work = os.path.join(base, "orl_folds")
+    os.makedirs(work, exist_ok=True)
+    return {"work_dir": work, "cross_validation": {
+        "folds": args.folds, "seed": args.seed, "subjects": folds,
+        "validation_folds": validation, "folds_run": run, "summary": summary},
+        "fold_results": results}
+
+
+def _recipe(result: dict[str, Any]) -> str:
+    """The recipe a result was trained with, in one line."""
+    return (f"{result['config']['model']['backbone']} / "
+            f"{result['config']['model']['head']} / {result['config']['model']['loss']}, "
+            f"{result['config']['image']['height']}x{result['config']['image']['width']}, "
+            f"{result['config']['train']['train_steps']} steps of "
+            f"{result['config']['train']['batch_size']} pairs, augment="
+            f"{result['config']['train']['augment']}, classes per batch "
+            f"{result['config']['train']['classes_per_batch']}, rotation classes "
+            f"{result['config']['train']['rotation_classes']}, lr "
+            f"{result['config']['train']['learning_rate']} "
+            f"({result['config']['train']['lr_schedule']}), standardize images "
+            f"{result['config']['model']['standardize_images']}, ensemble members "
+            f"{result['config']['model']['ensemble_members']} (class fraction "
+            f"{result['config']['model']['ensemble_class_fraction']})")
+
+
 def _report(name: str, result: dict[str, Any]) -> None:
+    if "cross_validation" in result:
+        _report_folds(name, result)
+        return
     v = result["test_verification"]
     t = result["trainer"]
-    print(f"\n== {name}: {result['config']['model']['backbone']} / "
-          f"{result['config']['model']['head']} / {result['config']['model']['loss']}, "
-          f"{result['config']['image']['height']}x{result['config']['image']['width']}, "
-          f"{result['config']['train']['train_steps']} steps of "
-          f"{result['config']['train']['batch_size']} pairs, augment="
-          f"{result['config']['train']['augment']}, classes per batch "
-          f"{result['config']['train']['classes_per_batch']}, rotation classes "
-          f"{result['config']['train']['rotation_classes']}, lr "
-          f"{result['config']['train']['learning_rate']} "
-          f"({result['config']['train']['lr_schedule']}), standardize images "
-          f"{result['config']['model']['standardize_images']}, ensemble members "
-          f"{result['config']['model']['ensemble_members']} (class fraction "
-          f"{result['config']['model']['ensemble_class_fraction']})")
+    print(f"\n== {name}: {_recipe(result)}")
     if "test_alphabets" in result:
         print(f"trained on {', '.join(result['train_sets'])}; test alphabets: "
               f"{', '.join(result['test_alphabets'])}")
@@ -438,6 +579,30 @@ def _report(name: str, result: dict[str, Any]) -> None:
         print(f"on {result['more_oneshot_runs']} other runs of the same characters: "
               f"{m['ensemble']:.4f}" + ("; each member alone: " + ", ".join(
                   f"{a:.4f}" for a in m["members"]) if len(m["members"]) > 1 else ""))
+
+
+def _report_folds(name: str, result: dict[str, Any]) -> None:
+    cv = result["cross_validation"]
+    folds = result["fold_results"]
+    print(f"\n== {name}, {cv['folds']}-fold cross-validation by subject (seed {cv['seed']}): "
+          f"{_recipe(folds[0])}")
+    for r in folds:
+        f = r["figures"]
+        print(f"fold {r['fold']} ({r['role']}; {' '.join(r['test_subjects'])}): EER every pair "
+              f"{f['eer_all_pairs']:.4f} (AUC {f['auc_all_pairs']:.4f}), balanced pairs EER "
+              f"{f['eer_balanced']:.4f}, accuracy {f['accuracy_balanced']:.4f} at the model's "
+              f"threshold; open-set top-1 {f['open_set_top1']:.4f}, DIR at FAR 1% "
+              f"{f['open_set_dir_at_far_0.01']:.4f}; {r['fold_seconds']:.0f}s (pipeline "
+              f"{r['pipeline_seconds']:.0f}s)")
+    labels = {"validation": "validation folds (for choosing a recipe; not a figure to report)",
+              "test": "TEST folds (the figure to report, measured once with the chosen recipe)",
+              "all": "all folds run"}
+    for role, s in cv["summary"].items():
+        if role == "all" and len(cv["summary"]) == 2:
+            continue  # The folds run are all of one role: the same figures again.
+        print(f"{labels[role]} {', '.join(map(str, s['folds']))}: " + ", ".join(
+            f"{key} {v['mean']:.4f}" + (f" ± {v['std']:.4f}" if v["std"] is not None else "")
+            for key, v in s.items() if key != "folds") + " (mean ± sample std)")
 
 
 # The recipes the figures in the README were measured with; every option overrides them.
@@ -526,9 +691,22 @@ def main(argv: list[str] | None = None) -> int:
                         "test set. One: the test set is the alphabets only the other set holds "
                         "(cross-alphabet, as Lake et al.'s evaluation alphabets), and the work "
                         "folder is omniglot_<sets>.")
+    parser.add_argument("--folds", type=int, default=0,
+                        help="ORL: K-fold cross-validation by subject (s1-s30 shuffled with "
+                        "--seed into K folds; each fold's subjects the test set of a pipeline "
+                        "trained on the others, in <work-dir>/orl_fold<i>). 0 (the default): "
+                        "the single split, s25-s30 the test set.")
+    parser.add_argument("--validation-folds", type=int, nargs="+",
+                        help="With --folds: the VALIDATION folds, the only ones recipes are "
+                        "compared on; the others are TEST folds, reported once "
+                        f"(default: {' '.join(map(str, DEFAULT_VALIDATION_FOLDS))}).")
+    parser.add_argument("--only-folds", type=int, nargs="+",
+                        help="With --folds: run only these folds (default: all). For "
+                        "comparing recipes, the validation folds only (--only-folds 0 1).")
     parser.add_argument("--no-cache", action="store_true", help="Re-run every component.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    fold_plan(args)  # Bad fold options fail now, not after an Omniglot run.
     results = {}
     for name, bench in (("omniglot", bench_omniglot), ("orl", bench_orl)):
         if args.dataset in (name, "all"):
