@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Sequence
 
@@ -83,18 +82,11 @@ def save_gallery_model(model_dir: str, size: int, out_dir: str) -> None:
 
 
 def _start_server(model_base: str) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "siamese_tfx.serving.cli", "serve", "--model-base",
-               model_base, "--model-name", NAME, "--host", "127.0.0.1", "--port", "0",
-               "--log-level", "WARNING"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(300, process.kill)
-    watchdog.start()
-    line = process.stdout.readline()
-    watchdog.cancel()
-    if not line.startswith("Serving model"):
-        process.kill()
-        raise RuntimeError(f"server did not start (exit code {process.wait()})")
-    return process, line.rsplit(" on ", 1)[1].strip()
+    from siamese_tfx.serving.cli import start_serve_process
+
+    return start_serve_process(["--model-base", model_base, "--model-name", NAME, "--host",
+                                "127.0.0.1", "--port", "0", "--log-level", "WARNING"],
+                               cwd=REPO_ROOT, timeout_s=300)
 
 
 def measure(model_dir: str, size: int, repeats: int, scratch: str) -> dict:

@@ -24,7 +24,6 @@ import os
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from typing import Any, Callable, Sequence
@@ -101,18 +100,11 @@ class Server:
     """The model server in its own process on 127.0.0.1 (a free port)."""
 
     def __init__(self, model_base: str, model_name: str, extra: Sequence[str] = ()) -> None:
-        command = [sys.executable, "-m", "siamese_tfx.serving.cli", "serve",
-                   "--model-base", model_base, "--model-name", model_name, "--host",
-                   "127.0.0.1", "--port", "0", "--log-level", "WARNING", *extra]
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-        watchdog = threading.Timer(180, self.process.kill)
-        watchdog.start()
-        line = self.process.stdout.readline()
-        watchdog.cancel()
-        if not line.startswith("Serving model"):
-            self.process.kill()
-            raise RuntimeError(f"server did not start (exit code {self.process.wait()})")
-        self.address = line.rsplit(" on ", 1)[1].strip()
+        from siamese_tfx.serving.cli import start_serve_process
+
+        self.process, self.address = start_serve_process(
+            ["--model-base", model_base, "--model-name", model_name, "--host", "127.0.0.1",
+             "--port", "0", "--log-level", "WARNING", *extra], cwd=REPO_ROOT, timeout_s=180)
         self.pid = self.process.pid
 
     def wait_idle(self, quiet_s: float = 1.0, timeout_s: float = 300.0) -> float:

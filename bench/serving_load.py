@@ -112,24 +112,15 @@ def in_process(args: argparse.Namespace, images: list[bytes]) -> dict:
 
 
 def _start_server(args: argparse.Namespace, batching: bool) -> tuple[subprocess.Popen, str]:
-    command = [
-        sys.executable, "-m", "siamese_tfx.serving.cli", "serve",
-        "--model-base", args.model_base, "--model-name", args.model_name,
-        "--host", "127.0.0.1", "--port", "0", "--max-workers", str(args.server_workers),
-        "--log-level", "WARNING",
-    ]
+    from siamese_tfx.serving.cli import start_serve_process
+
+    serve_args = ["--model-base", args.model_base, "--model-name", args.model_name,
+                  "--host", "127.0.0.1", "--port", "0", "--max-workers",
+                  str(args.server_workers), "--log-level", "WARNING"]
     if batching:
-        command += ["--enable-batching", "--batching-parameters-file",
-                    args.batching_parameters_file]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(120, process.kill)
-    watchdog.start()
-    line = process.stdout.readline()
-    watchdog.cancel()
-    if not line.startswith("Serving model"):
-        process.kill()
-        raise RuntimeError(f"server did not start (exit code {process.wait()})")
-    return process, line.rsplit(" on ", 1)[1].strip()
+        serve_args += ["--enable-batching", "--batching-parameters-file",
+                       args.batching_parameters_file]
+    return start_serve_process(serve_args, cwd=REPO_ROOT, timeout_s=120)
 
 
 def _load(address: str, args: argparse.Namespace, images: list[bytes], clients: int) -> dict:

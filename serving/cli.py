@@ -164,6 +164,29 @@ def _fail_call(args: argparse.Namespace, error: Any) -> int:
     return _fail(f"{where}: {error}", error.exit_code)
 
 
+ANNOUNCE = "Serving model"  # how `serve`'s first stdout line starts, once it answers
+
+
+def start_serve_process(serve_args: Sequence[str], cwd: str | None = None,
+                        timeout_s: float = 300.0) -> tuple[Any, str]:
+    """`siamese-tfx serve *serve_args` in a process of its own (stdout piped); returns it and
+    the address its first line announces, once it answers. RuntimeError (the process killed)
+    when it exits or says nothing else first, or is silent for `timeout_s`."""
+    import subprocess
+    import threading
+
+    process = subprocess.Popen([sys.executable, "-m", "siamese_tfx.serving.cli", "serve",
+                                *serve_args], cwd=cwd, stdout=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(timeout_s, process.kill)
+    watchdog.start()
+    line = process.stdout.readline()
+    watchdog.cancel()
+    if not line.startswith(ANNOUNCE):
+        process.kill()
+        raise RuntimeError(f"server did not start (exit code {process.wait()})")
+    return process, line.rsplit(" on ", 1)[1].strip()
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """`siamese-tfx serve`: runs the local model server until SIGTERM/SIGINT."""
     logging.basicConfig(
@@ -194,7 +217,7 @@ def run_serve(args: argparse.Namespace) -> int:
     def announce(handle) -> None:
         versions = handle.manager.served_versions()
         print(
-            f"Serving model {config.model_name} versions {versions} on {handle.address}",
+            f"{ANNOUNCE} {config.model_name} versions {versions} on {handle.address}",
             flush=True,
         )
 
