@@ -179,3 +179,44 @@ def test_head_and_loss_must_fit():
         ModelConfig(head="l1_sigmoid", loss="contrastive")
     with pytest.raises(ValueError, match="cannot train with"):
         ModelConfig(head="euclidean", loss="binary_crossentropy")
+
+
+def _triplet_loss_by_every_triplet(classes, embeddings, margin):
+    """The loss's definition written out over every (a, p, n) triplet: the reference the
+    sorted mining must equal, in value and gradient."""
+    embeddings = tf.cast(embeddings, tf.float32)
+    dist = tf.sqrt(tf.maximum(tf.reduce_sum(
+        tf.square(embeddings[:, None, :] - embeddings[None, :, :]), -1), 1e-12))
+    same = tf.equal(classes[:, None], classes[None, :])
+    n = tf.shape(classes)[0]
+    positive = tf.logical_and(same, tf.logical_not(tf.eye(n, dtype=tf.bool)))
+    negative = tf.logical_not(same)
+    d_ap, d_an = dist[:, :, None], dist[:, None, :]
+    semi_hard = tf.logical_and(negative[:, None, :], d_an > d_ap)
+    closest = tf.reduce_min(tf.where(semi_hard, d_an, tf.reduce_max(dist) + 1.0), axis=2)
+    farthest = tf.reduce_max(tf.where(negative, dist, 0.0), axis=1)[:, None]
+    chosen = tf.where(tf.reduce_any(semi_hard, axis=2), closest, farthest)
+    valid = tf.logical_and(positive, tf.reduce_any(negative, axis=1)[:, None])
+    per_pair = tf.maximum(dist - chosen + margin, 0.0)
+    return (tf.reduce_sum(tf.where(valid, per_pair, 0.0))
+            / tf.maximum(tf.reduce_sum(tf.cast(valid, tf.float32)), 1.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_semi_hard_triplet_loss_equals_every_triplet_reference(seed):
+    # A class batch as the Trainer builds it (16 classes x 4 images, unit-norm embeddings),
+    # and with seed 2 one class alone (an anchor with no negative contributes nothing).
+    rng = np.random.default_rng(seed)
+    classes = tf.constant(np.zeros(8, np.int64) if seed == 2 else np.repeat(np.arange(16), 4))
+    raw = rng.normal(size=(int(classes.shape[0]), 32)).astype(np.float32)
+    embeddings = tf.Variable(raw / np.linalg.norm(raw, axis=1, keepdims=True))
+    values, gradients = [], []
+    for loss_fn in (losses.semi_hard_triplet_loss, _triplet_loss_by_every_triplet):
+        with tf.GradientTape() as tape:
+            value = loss_fn(classes, embeddings, 0.5)
+        values.append(float(value))
+        gradients.append(tape.gradient(value, embeddings).numpy())
+    assert values[0] == pytest.approx(values[1], abs=1e-5)
+    np.testing.assert_allclose(gradients[0], gradients[1], atol=1e-4)
+    if seed != 2:
+        assert values[0] > 0.0 and np.abs(gradients[0]).max() > 0.0
