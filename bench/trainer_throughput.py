@@ -12,7 +12,7 @@ Adam).
    `run_fn` runs, with all its callbacks: progress, curves with their eval batches, backups,
    TensorBoard) at the Omniglot recipe's settings (bench/quality.py): triplet loss on class
    batches of 32 characters x 4 images with rotation classes, affine augmentation, cosine
-   learning rate, embedding 128, margin 0.5, curve points every steps/40.
+   learning rate, embedding 128, margin 0.5, curve points every steps/20 (quality.CURVE_POINTS).
 
 ms/step is the steady state: the wall time from the end of the first step (which traces) to the
 end of the last, over steps - 1; the first step's time is printed apart. `--breakdown` also times
@@ -252,6 +252,8 @@ def main(argv: list[str]) -> int:
             print(f"Omniglot not found: {path} (set SIAMESE_TFX_SHARED_DATA)", file=sys.stderr)
             return 2
     wall = time.perf_counter()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import quality  # the recipe's settings (stdlib only at import)
     from siamese_tfx.components.contract.config import ImageConfig, ModelConfig, TrainConfig
 
     image = ImageConfig(height=SIZE, width=SIZE, channels=1)
@@ -259,7 +261,7 @@ def main(argv: list[str]) -> int:
                             embedding_dim=128, margin=0.5)
     train_cfg = TrainConfig(train_steps=args.steps, batch_size=PAIRS, learning_rate=1e-3,
                             lr_schedule="cosine", classes_per_batch=32, rotation_classes=True,
-                            augment=True, curve_every=max(1, args.steps // 40),
+                            augment=True, curve_every=max(1, args.steps // quality.CURVE_POINTS),
                             steps_per_execution=args.steps_per_execution,
                             jit_compile=args.jit_compile)
     images, classes = load_omniglot()
@@ -268,9 +270,13 @@ def main(argv: list[str]) -> int:
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     loops = args.loops.split(",")
     figures: dict[str, tuple[float, float]] = {}
+    # The bare step runs half its steps first and half last, around the other loops: the
+    # machine's speed drifts by several percent over minutes (other tenants on the host), so a
+    # baseline measured only at the start would misstate the ratios; both halves are printed.
+    bare_halves: list[tuple[float, float]] = []
     if "bare" in loops:
-        figures["bare"] = bare_step(images, classes, model_cfg, image, args.steps)
-        print(f"bare: {figures['bare'][0]:.1f} ms/step", flush=True)
+        bare_halves.append(bare_step(images, classes, model_cfg, image, args.steps // 2 + 1))
+        print(f"bare (first half): {bare_halves[0][0]:.1f} ms/step", flush=True)
     if "keras-io" in loops:
         figures["keras-io"] = keras_io_loop(images, classes, model_cfg, image, args.steps)
         print(f"keras-io: {figures['keras-io'][0]:.1f} ms/step", flush=True)
@@ -282,12 +288,21 @@ def main(argv: list[str]) -> int:
             print(f"project: {figures['project'][0]:.1f} ms/step", flush=True)
             if args.breakdown:
                 parts = breakdown(train_ds, trainable, model_cfg, min(args.steps, 300))
+    if "bare" in loops:
+        bare_halves.append(bare_step(images, classes, model_cfg, image,
+                                     args.steps - args.steps // 2 + 1))
+        print(f"bare (second half): {bare_halves[1][0]:.1f} ms/step", flush=True)
+        figures = {"bare": ((bare_halves[0][0] + bare_halves[1][0]) / 2, bare_halves[0][1]),
+                   **figures}
     base = figures.get("bare", (0.0, 0.0))[0]
     print(f"\n{args.backbone}, {args.steps} steps, steps_per_execution "
           f"{args.steps_per_execution}, jit_compile {args.jit_compile}:")
     for name, (ms, first) in figures.items():
         ratio = f"{ms / base:.2f}x bare" if base else ""
         print(f"  {name:9s} {ms:7.1f} ms/step  {ratio:11s} (first step {first:.1f} s)")
+    if bare_halves:
+        print(f"  (bare: {bare_halves[0][0]:.1f} ms/step before the other loops, "
+              f"{bare_halves[1][0]:.1f} after; the baseline is their mean)")
     for name, ms in parts.items():
         print(f"  breakdown: {name}: {ms:.1f} ms/step")
     print(f"wall time {time.perf_counter() - wall:.0f} s; load average (1, 5, 15 min) "
